@@ -1,0 +1,482 @@
+"""Typed configuration: one frozen dataclass tree, loaded from YAML.
+
+Every tool takes ``--config PATH_OR_NAME`` (a path, or a bare file name found in
+``configs/``) and any number of ``--set key.path=value`` overrides (values parsed
+as YAML scalars).  Loading rejects unknown keys, wrong types and impossible values
+with a :class:`ConfigError` whose message names the file and the dotted key path.
+
+Conventions used throughout the project (stated once here, repeated in docstrings):
+
+* Class indices are contiguous ``0 .. num_classes-1`` in the order of
+  ``data.classes``; there is **no** background slot.  ``-1`` marks padding.
+* Boxes inside the model and the input pipeline are ``[ymin, xmin, ymax, xmax]``
+  in absolute pixels of the (resized, padded) network input.  COCO files use
+  ``[x, y, w, h]`` in original-image pixels.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Optional
+
+import yaml
+
+CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
+
+
+class ConfigError(ValueError):
+    """A user mistake in a config file or a ``--set`` override."""
+
+
+# --------------------------------------------------------------------------- schema
+
+
+@dataclass(frozen=True)
+class SyntheticConfig:
+    """Procedurally generated dataset written once to ``cache_dir`` as COCO-JSON."""
+
+    num_train: int = 2000
+    num_val: int = 300
+    height: int = 256          # generated image height in pixels
+    width: int = 256           # generated image width in pixels
+    seed: int = 0
+    cache_dir: str = "~/.cache/detector/synthetic"
+
+
+@dataclass(frozen=True)
+class AugmentConfig:
+    """Training-time augmentation (never applied to the val split)."""
+
+    backend: Literal["albumentations", "tf", "none"] = "albumentations"
+    hflip: float = 0.5                         # probability of a horizontal flip
+    scale: tuple[float, float] = (0.75, 1.25)  # random rescale range, then crop/pad
+    crop_prob: float = 0.5                     # probability of a box-safe random crop
+    brightness: float = 0.2                    # max relative brightness change
+    contrast: float = 0.2                      # max relative contrast change
+    hue_saturation: float = 0.1                # colour jitter strength in [0, 1]
+    min_visibility: float = 0.3                # drop boxes cut to less than this share
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    source: Literal["synthetic", "coco_json", "voc", "tfds"] = "synthetic"
+    classes: tuple[str, ...] = ()              # class names; index = class id
+    image_size: int = 256                      # square network input, multiple of 2**max_level
+    max_boxes: int = 100                       # ground-truth padding for evaluation
+    # coco_json: annotation files and image folders
+    train_json: Optional[str] = None
+    train_images: Optional[str] = None
+    val_json: Optional[str] = None
+    val_images: Optional[str] = None
+    # voc: dataset root holding Annotations/, JPEGImages/, ImageSets/Main/
+    voc_root: Optional[str] = None
+    train_split: str = "train"                 # split name (VOC image set / tfds split)
+    val_split: str = "val"
+    # tfds: builder name and data dir (coco/2017, kitti)
+    tfds_name: Optional[str] = None
+    tfds_data_dir: Optional[str] = None
+    synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    shuffle_buffer: int = 1024
+    num_parallel_calls: int = -1               # -1 = tf.data.AUTOTUNE
+    seed: Optional[int] = 0                    # null = non-deterministic
+
+
+@dataclass(frozen=True)
+class AnchorConfig:
+    num_scales: int = 3
+    aspect_ratios: tuple[float, ...] = (0.5, 1.0, 2.0)   # width / height
+    anchor_size: float = 4.0                              # base size = anchor_size * stride
+
+
+@dataclass(frozen=True)
+class BackboneConfig:
+    name: Literal["small_cnn", "mobilenet_v2", "resnet50"] = "small_cnn"
+    weights: Optional[Literal["imagenet"]] = None
+    width: int = 32                            # small_cnn base channel count
+    freeze_bn: bool = False
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    backbone: BackboneConfig = field(default_factory=BackboneConfig)
+    min_level: int = 3
+    max_level: int = 5
+    fpn_channels: int = 64
+    head_convs: int = 2
+    head_channels: int = 64
+    anchors: AnchorConfig = field(default_factory=AnchorConfig)
+    prior_probability: float = 0.01
+    box_scale_factors: tuple[float, float, float, float] = (10.0, 10.0, 5.0, 5.0)
+
+
+@dataclass(frozen=True)
+class MatchingConfig:
+    positive_iou: float = 0.5
+    negative_iou: float = 0.4
+    force_match: bool = True
+
+
+@dataclass(frozen=True)
+class LossConfig:
+    focal_alpha: float = 0.25
+    focal_gamma: float = 2.0
+    huber_delta: float = 1.0
+    cls_weight: float = 1.0
+    box_weight: float = 0.7
+    depth_weight: float = 0.3
+    depth_loss: Literal["huber", "squared"] = "huber"
+    weighting: Literal["fixed", "uncertainty"] = "fixed"
+
+
+@dataclass(frozen=True)
+class EarlyStoppingConfig:
+    enabled: bool = False
+    metric: str = "val_AP"
+    mode: Literal["max", "min"] = "max"
+    patience: int = 5
+    min_delta: float = 0.0
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    epochs: int = 20
+    steps_per_epoch: Optional[int] = None      # cap per epoch; null = whole split
+    batch_size: int = 16
+    optimizer: Literal["adamw", "sgd"] = "adamw"
+    learning_rate: float = 2e-3
+    weight_decay: float = 1e-4
+    momentum: float = 0.9
+    warmup_steps: int = 200
+    min_learning_rate: float = 0.0
+    restart_period_epochs: Optional[int] = None   # cosine warm restarts; null = none
+    clip_norm: Optional[float] = 10.0
+    seed: int = 0
+    best_metric: str = "val_AP"
+    best_mode: Literal["max", "min"] = "max"
+    early_stopping: EarlyStoppingConfig = field(default_factory=EarlyStoppingConfig)
+    time_limit_minutes: Optional[float] = None     # stop after this much training time
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    every_epochs: int = 1
+    batch_size: int = 16
+    score_threshold: float = 0.05
+    pre_nms_top_k: int = 1000
+    nms_iou: float = 0.5
+    max_detections: int = 100
+    class_agnostic_nms: bool = False
+    steps: Optional[int] = None                 # cap on val batches; null = whole split
+
+
+@dataclass(frozen=True)
+class ProfilingConfig:
+    enabled: bool = False
+    start_step: int = 10
+    stop_step: int = 15
+
+
+@dataclass(frozen=True)
+class GradientMonitorConfig:
+    enabled: bool = False
+    every_n_steps: int = 100
+    histograms: bool = True
+
+
+@dataclass(frozen=True)
+class CallbacksConfig:
+    profiling: ProfilingConfig = field(default_factory=ProfilingConfig)
+    gradient_monitor: GradientMonitorConfig = field(default_factory=GradientMonitorConfig)
+    tensorboard: bool = True
+
+
+@dataclass(frozen=True)
+class DistributeConfig:
+    strategy: Literal["default", "mirrored", "multi_worker", "tpu"] = "default"
+    num_cpu_devices: int = 1          # >1 splits the CPU into logical devices (tests, demos)
+    tpu_address: Optional[str] = None
+
+
+@dataclass(frozen=True)
+class Config:
+    name: str = "run"
+    run_root: str = "runs"
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    matching: MatchingConfig = field(default_factory=MatchingConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    callbacks: CallbacksConfig = field(default_factory=CallbacksConfig)
+    distribute: DistributeConfig = field(default_factory=DistributeConfig)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.data.classes)
+
+
+# --------------------------------------------------------------------------- parsing
+
+
+def _type_name(tp: Any) -> str:
+    origin = typing.get_origin(tp)
+    if origin is Literal:
+        return " | ".join(repr(a) for a in typing.get_args(tp))
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(_type_name(a) for a in typing.get_args(tp))
+    if origin is tuple:
+        args = typing.get_args(tp)
+        if len(args) == 2 and args[1] is Ellipsis:
+            return f"list of {_type_name(args[0])}"
+        return f"list of {len(args)} {_type_name(args[0])}"
+    if tp is type(None):
+        return "null"
+    return getattr(tp, "__name__", str(tp))
+
+
+def _convert(value: Any, tp: Any, path: str) -> Any:
+    """Check ``value`` against type ``tp`` and convert it (lists -> tuples)."""
+    origin = typing.get_origin(tp)
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise ConfigError(f"{path}: expected a mapping of keys, got {value!r}")
+        return _build(tp, value, path)
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _convert(value, arg, path)
+            except ConfigError as e:
+                errors.append(str(e))
+        raise ConfigError(f"{path}: expected {_type_name(tp)}, got {value!r}")
+    if origin is Literal:
+        if value not in typing.get_args(tp):
+            raise ConfigError(f"{path}: expected one of {_type_name(tp)}, got {value!r}")
+        return value
+    if origin is tuple:
+        args = typing.get_args(tp)
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{path}: expected {_type_name(tp)}, got {value!r}")
+        if len(args) == 2 and args[1] is Ellipsis:
+            return tuple(_convert(v, args[0], f"{path}[{i}]") for i, v in enumerate(value))
+        if len(value) != len(args):
+            raise ConfigError(f"{path}: expected {_type_name(tp)}, got {len(value)} values")
+        return tuple(_convert(v, a, f"{path}[{i}]") for i, (v, a) in enumerate(zip(value, args)))
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{path}: expected true or false, got {value!r}")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{path}: expected an integer, got {value!r}")
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{path}: expected a number, got {value!r}")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{path}: expected a string, got {value!r}")
+        return value
+    raise TypeError(f"unsupported config type {tp!r} at {path}")  # a bug in this file
+
+
+def _build(cls: type, data: dict, path: str) -> Any:
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        where = f"{path}." if path else ""
+        raise ConfigError(
+            f"unknown key '{where}{unknown[0]}' (valid keys under '{path or '<top>'}': "
+            f"{', '.join(sorted(names))})"
+        )
+    kwargs = {}
+    for name, value in data.items():
+        key = f"{path}.{name}" if path else name
+        kwargs[name] = _convert(value, hints[name], key)
+    return cls(**kwargs)
+
+
+def _check(cfg: Config) -> None:
+    """Reject values that type-check but cannot work."""
+
+    def need(ok: bool, key: str, msg: str) -> None:
+        if not ok:
+            raise ConfigError(f"{key}: {msg}")
+
+    d, m, t, e = cfg.data, cfg.model, cfg.train, cfg.eval
+    need(len(d.classes) > 0, "data.classes", "the class list is empty; list at least one class name")
+    need(len(set(d.classes)) == len(d.classes), "data.classes", "class names must be unique")
+    need(d.image_size > 0, "data.image_size", f"must be positive, got {d.image_size}")
+    need(1 <= m.min_level <= m.max_level <= 7, "model.max_level",
+         f"need 1 <= min_level <= max_level <= 7, got {m.min_level}..{m.max_level}")
+    stride = 2 ** m.max_level
+    need(d.image_size % stride == 0, "data.image_size",
+         f"{d.image_size} is not a multiple of the largest stride 2**max_level = {stride}")
+    need(d.max_boxes > 0, "data.max_boxes", f"must be positive, got {d.max_boxes}")
+    need(d.shuffle_buffer >= 0, "data.shuffle_buffer", "must be >= 0")
+    need(d.num_parallel_calls == -1 or d.num_parallel_calls > 0, "data.num_parallel_calls",
+         "must be -1 (autotune) or positive")
+    s = d.synthetic
+    for k in ("num_train", "num_val", "height", "width"):
+        need(getattr(s, k) > 0, f"data.synthetic.{k}", f"must be positive, got {getattr(s, k)}")
+    a = d.augment
+    for k in ("hflip", "crop_prob", "min_visibility"):
+        need(0.0 <= getattr(a, k) <= 1.0, f"data.augment.{k}", "must be in [0, 1]")
+    need(0 < a.scale[0] <= a.scale[1], "data.augment.scale", f"need 0 < min <= max, got {list(a.scale)}")
+    for k in ("brightness", "contrast", "hue_saturation"):
+        need(0.0 <= getattr(a, k) <= 1.0, f"data.augment.{k}", "must be in [0, 1]")
+    if d.source == "coco_json":
+        for k in ("train_json", "train_images", "val_json", "val_images"):
+            need(getattr(d, k) is not None, f"data.{k}", "required when data.source is coco_json")
+    if d.source == "voc":
+        need(d.voc_root is not None, "data.voc_root", "required when data.source is voc")
+    if d.source == "tfds":
+        need(d.tfds_name is not None, "data.tfds_name", "required when data.source is tfds")
+    need(m.anchors.num_scales > 0, "model.anchors.num_scales", "must be positive")
+    need(len(m.anchors.aspect_ratios) > 0 and all(r > 0 for r in m.anchors.aspect_ratios),
+         "model.anchors.aspect_ratios", "need at least one positive ratio")
+    need(m.anchors.anchor_size > 0, "model.anchors.anchor_size", "must be positive")
+    need(m.backbone.width > 0, "model.backbone.width", "must be positive")
+    for k in ("fpn_channels", "head_channels"):
+        need(getattr(m, k) > 0, f"model.{k}", "must be positive")
+    need(m.head_convs >= 0, "model.head_convs", "must be >= 0")
+    need(0 < m.prior_probability < 1, "model.prior_probability", "must be in (0, 1)")
+    need(all(f > 0 for f in m.box_scale_factors), "model.box_scale_factors", "must be positive")
+    mt = cfg.matching
+    need(0 <= mt.negative_iou <= mt.positive_iou <= 1, "matching.negative_iou",
+         f"need 0 <= negative_iou <= positive_iou <= 1, got {mt.negative_iou}, {mt.positive_iou}")
+    lo = cfg.loss
+    need(lo.focal_gamma >= 0, "loss.focal_gamma", "must be >= 0")
+    need(0 <= lo.focal_alpha <= 1, "loss.focal_alpha", "must be in [0, 1]")
+    need(lo.huber_delta > 0, "loss.huber_delta", "must be positive")
+    for k in ("cls_weight", "box_weight", "depth_weight"):
+        need(getattr(lo, k) >= 0, f"loss.{k}", "must be >= 0")
+    need(t.epochs > 0, "train.epochs", f"must be positive, got {t.epochs}")
+    need(t.steps_per_epoch is None or t.steps_per_epoch > 0, "train.steps_per_epoch",
+         "must be positive or null")
+    need(t.batch_size > 0, "train.batch_size", f"must be positive, got {t.batch_size}")
+    need(t.learning_rate > 0, "train.learning_rate", "must be positive")
+    need(0 <= t.min_learning_rate <= t.learning_rate, "train.min_learning_rate",
+         "must be in [0, learning_rate]")
+    need(t.weight_decay >= 0, "train.weight_decay", "must be >= 0")
+    need(t.warmup_steps >= 0, "train.warmup_steps", "must be >= 0")
+    need(t.restart_period_epochs is None or t.restart_period_epochs > 0,
+         "train.restart_period_epochs", "must be positive or null")
+    need(t.clip_norm is None or t.clip_norm > 0, "train.clip_norm", "must be positive or null")
+    need(t.early_stopping.patience > 0, "train.early_stopping.patience", "must be positive")
+    need(t.time_limit_minutes is None or t.time_limit_minutes > 0, "train.time_limit_minutes",
+         "must be positive or null")
+    need(e.every_epochs > 0, "eval.every_epochs", "must be positive")
+    need(e.batch_size > 0, "eval.batch_size", "must be positive")
+    need(0 <= e.score_threshold < 1, "eval.score_threshold", "must be in [0, 1)")
+    need(0 < e.nms_iou <= 1, "eval.nms_iou", "must be in (0, 1]")
+    need(e.max_detections > 0, "eval.max_detections", "must be positive")
+    need(e.pre_nms_top_k >= e.max_detections, "eval.pre_nms_top_k", "must be >= eval.max_detections")
+    need(e.steps is None or e.steps > 0, "eval.steps", "must be positive or null")
+    p = cfg.callbacks.profiling
+    need(0 < p.start_step < p.stop_step, "callbacks.profiling.stop_step",
+         "need 0 < start_step < stop_step (step 0 compiles; profile later steps)")
+    need(cfg.callbacks.gradient_monitor.every_n_steps > 0,
+         "callbacks.gradient_monitor.every_n_steps", "must be positive")
+    need(cfg.distribute.num_cpu_devices > 0, "distribute.num_cpu_devices", "must be positive")
+
+
+# --------------------------------------------------------------------------- public API
+
+
+def resolve_config_path(name_or_path: str | os.PathLike) -> Path:
+    """A path as given if it exists, else the same name inside ``configs/``."""
+    p = Path(name_or_path).expanduser()
+    if p.is_file():
+        return p
+    candidates = [CONFIG_DIR / p.name, CONFIG_DIR / f"{p.name}.yaml"]
+    for c in candidates:
+        if c.is_file():
+            return c
+    available = ", ".join(sorted(x.name for x in CONFIG_DIR.glob("*.yaml")))
+    raise ConfigError(f"config file '{name_or_path}' not found (configs/ has: {available})")
+
+
+def _set_override(tree: dict, assignment: str) -> None:
+    if "=" not in assignment:
+        raise ConfigError(f"--set '{assignment}': expected key.path=value")
+    key, raw = assignment.split("=", 1)
+    key = key.strip()
+    if not key:
+        raise ConfigError(f"--set '{assignment}': empty key")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError as e:
+        raise ConfigError(f"--set {key}: cannot parse value {raw!r}: {e}") from None
+    parts = key.split(".")
+    node = tree
+    for i, part in enumerate(parts[:-1]):
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"--set {key}: '{'.'.join(parts[:i + 1])}' is not a section")
+        node = child
+    node[parts[-1]] = value
+
+
+def from_dict(data: dict | None, overrides: list[str] | tuple[str, ...] = (), source: str = "<dict>") -> Config:
+    """Build and validate a :class:`Config` from a nested dict plus ``key.path=value`` overrides."""
+    tree = dict(data or {})
+    tree = yaml.safe_load(yaml.safe_dump(tree))  # deep copy of plain data
+    if tree is None:
+        tree = {}
+    if not isinstance(tree, dict):
+        raise ConfigError(f"{source}: the top level must be a mapping of keys")
+    for ov in overrides:
+        _set_override(tree, ov)
+    try:
+        cfg = _build(Config, tree, "")
+        _check(cfg)
+    except ConfigError as e:
+        raise ConfigError(f"{source}: {e}") from None
+    return cfg
+
+
+def load_config(name_or_path: str | os.PathLike, overrides: list[str] | tuple[str, ...] = ()) -> Config:
+    """Load ``name_or_path`` (a file, or a name in ``configs/``) and apply ``--set`` overrides."""
+    path = resolve_config_path(name_or_path)
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML: {e}") from None
+    return from_dict(data, overrides, source=str(path))
+
+
+def to_dict(cfg: Config) -> dict:
+    """Plain nested dict (tuples as lists) suitable for YAML."""
+
+    def plain(x: Any) -> Any:
+        if dataclasses.is_dataclass(x):
+            return {f.name: plain(getattr(x, f.name)) for f in dataclasses.fields(x)}
+        if isinstance(x, (list, tuple)):
+            return [plain(v) for v in x]
+        return x
+
+    return plain(cfg)
+
+
+def save_config(cfg: Config, path: str | os.PathLike) -> None:
+    """Write the fully resolved config; ``load_config(path)`` reproduces ``cfg`` exactly."""
+    Path(path).write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
+
+
+def replace(cfg: Config, **changes: Any) -> Config:
+    """``dataclasses.replace`` re-validated (used by tests and tools)."""
+    return from_dict(to_dict(dataclasses.replace(cfg, **changes)))

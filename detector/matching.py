@@ -1,0 +1,117 @@
+"""IoU matching of anchors to ground truth and per-anchor training targets.
+
+Labels per anchor (the ``cls`` target):
+
+* ``c >= 0``  positive, matched to a ground-truth box of class ``c``;
+* ``-1``      negative (background): best IoU below ``negative_iou``;
+* ``-2``      ignored: best IoU in ``[negative_iou, positive_iou)``, or overlapping a
+  crowd box (IoU >= ``negative_iou``).  Ignored anchors contribute no loss.
+
+With ``force_match`` every non-crowd ground-truth box also claims its best anchor,
+so small or oddly shaped objects always get at least one positive (Model Garden's
+``force_match_for_each_col``).  When two boxes claim the same anchor the later box
+wins; the regular IoU assignment is otherwise kept.
+"""
+
+from __future__ import annotations
+
+import tensorflow as tf
+
+from detector import box_coder
+
+IGNORE = -2
+BACKGROUND = -1
+
+
+def iou(boxes_a, boxes_b) -> tf.Tensor:
+    """Pairwise IoU.
+
+    Args:
+      boxes_a: float32 ``[..., N, 4]`` yxyx.
+      boxes_b: float32 ``[..., M, 4]`` yxyx.
+
+    Returns:
+      float32 ``[..., N, M]``; 0 where a union is empty (degenerate boxes).
+    """
+    a = tf.convert_to_tensor(boxes_a, tf.float32)[..., :, None, :]
+    b = tf.convert_to_tensor(boxes_b, tf.float32)[..., None, :, :]
+    ih = tf.maximum(tf.minimum(a[..., 2], b[..., 2]) - tf.maximum(a[..., 0], b[..., 0]), 0.0)
+    iw = tf.maximum(tf.minimum(a[..., 3], b[..., 3]) - tf.maximum(a[..., 1], b[..., 1]), 0.0)
+    inter = ih * iw
+    area_a = (a[..., 2] - a[..., 0]) * (a[..., 3] - a[..., 1])
+    area_b = (b[..., 2] - b[..., 0]) * (b[..., 3] - b[..., 1])
+    union = area_a + area_b - inter
+    return tf.math.divide_no_nan(inter, union)
+
+
+def assign_targets(
+    anchors,
+    gt_boxes,
+    gt_classes,
+    gt_is_crowd,
+    gt_depth,
+    matching_cfg,
+    scale_factors=(1.0, 1.0, 1.0, 1.0),
+) -> dict[str, tf.Tensor]:
+    """Targets for one image.
+
+    Args:
+      anchors: float32 ``[N, 4]`` yxyx pixels (see :mod:`detector.anchors`).
+      gt_boxes: float32 ``[M, 4]`` yxyx pixels, same frame as the anchors; ``M`` may be 0.
+      gt_classes: int32 ``[M]`` class ids ``0..C-1``; ``-1`` marks padding.
+      gt_is_crowd: bool ``[M]``; crowd boxes never create positives.
+      gt_depth: float32 ``[M]`` depth in metres; ``<= 0`` means unknown.
+      matching_cfg: :class:`~detector.config.MatchingConfig`.
+      scale_factors: box-coder scale factors ``(sy, sx, sh, sw)``.
+
+    Returns:
+      ``{"cls": int32 [N], "box": float32 [N, 4] codes (0 unless positive),
+      "depth": float32 [N] log(metres) (0 where none), "depth_mask": float32 [N]}``.
+    """
+    anchors = tf.convert_to_tensor(anchors, tf.float32)
+    # One padding row guarantees M >= 1, so the reductions below are defined.
+    gt_boxes = tf.concat([tf.reshape(tf.cast(gt_boxes, tf.float32), [-1, 4]), tf.zeros([1, 4])], 0)
+    gt_classes = tf.concat([tf.reshape(tf.cast(gt_classes, tf.int32), [-1]), [-1]], 0)
+    gt_is_crowd = tf.concat([tf.reshape(tf.cast(gt_is_crowd, tf.bool), [-1]), [False]], 0)
+    gt_depth = tf.concat([tf.reshape(tf.cast(gt_depth, tf.float32), [-1]), [-1.0]], 0)
+
+    valid = gt_classes >= 0
+    regular = valid & ~gt_is_crowd
+    crowd = valid & gt_is_crowd
+    overlaps = iou(anchors, gt_boxes)                                    # [N, M]
+    reg_iou = tf.where(regular[None, :], overlaps, -1.0)
+    best_iou = tf.reduce_max(reg_iou, axis=1)                            # [N]
+    match = tf.argmax(reg_iou, axis=1, output_type=tf.int32)            # [N]
+
+    labels = tf.where(best_iou >= matching_cfg.positive_iou, 0, BACKGROUND)
+    labels = tf.where((best_iou >= matching_cfg.negative_iou) & (labels == BACKGROUND), IGNORE, labels)
+    crowd_iou = tf.reduce_max(tf.where(crowd[None, :], overlaps, 0.0), axis=1)
+    labels = tf.where((labels == BACKGROUND) & (crowd_iou >= matching_cfg.negative_iou), IGNORE, labels)
+
+    if matching_cfg.force_match:
+        best_anchor = tf.argmax(reg_iou, axis=0, output_type=tf.int32)  # [M]
+        col_best = tf.reduce_max(reg_iou, axis=0)
+        claim = regular & (col_best > 0.0)
+        gt_idx = tf.boolean_mask(tf.range(tf.shape(gt_classes)[0]), claim)
+        anchor_idx = tf.boolean_mask(best_anchor, claim)[:, None]
+        # Scatter in box order: for duplicate anchors the later update wins on CPU, but
+        # that is unspecified in general, so resolve duplicates explicitly by max box index.
+        owner = tf.tensor_scatter_nd_max(tf.fill(tf.shape(match), -1), anchor_idx, gt_idx)
+        forced = owner >= 0
+        match = tf.where(forced, owner, match)
+        labels = tf.where(forced, 0, labels)
+
+    positive = labels == 0
+    cls = tf.where(positive, tf.gather(gt_classes, match), labels)
+    matched_boxes = tf.gather(gt_boxes, match)
+    codes = box_coder.encode(matched_boxes, anchors, scale_factors)
+    box = tf.where(positive[:, None], codes, 0.0)
+    depth_m = tf.gather(gt_depth, match)
+    has_depth = positive & (depth_m > 0.0)
+    depth = tf.where(has_depth, tf.math.log(tf.maximum(depth_m, 1e-6)), 0.0)
+    return {
+        "cls": tf.cast(cls, tf.int32),
+        "box": box,
+        "depth": depth,
+        "depth_mask": tf.cast(has_depth, tf.float32),
+    }

@@ -1,0 +1,67 @@
+"""Matching: IoU, thresholds, ignore band, crowd, force match, empty ground truth."""
+
+import numpy as np
+
+from detector import box_coder
+from detector.config import MatchingConfig
+from detector.matching import assign_targets, iou
+
+CFG = MatchingConfig(positive_iou=0.5, negative_iou=0.4, force_match=True)
+
+
+def test_iou_hand_computed():
+    a = np.array([[0, 0, 10, 10], [0, 0, 0, 5]], np.float32)
+    b = np.array([[5, 5, 15, 15], [0, 0, 10, 10]], np.float32)
+    m = iou(a, b).numpy()
+    np.testing.assert_allclose(m[0], [25 / 175, 1.0], rtol=1e-6)
+    np.testing.assert_allclose(m[1], [0.0, 0.0])  # degenerate box -> 0, not NaN
+
+
+def _anchors():
+    return np.array([
+        [0, 0, 10, 10],     # 0: IoU 1.0 with gt0
+        [0, 2, 10, 12],     # 1: IoU 8/12 = 0.667 with gt0 -> positive
+        [0, 4, 10, 14],     # 2: IoU 6/14 = 0.4286 -> ignore band
+        [0, 6, 10, 16],     # 3: IoU 4/16 = 0.25 -> negative
+        [50, 50, 60, 60],   # 4: far away -> negative, but best for tiny gt1 -> forced
+        [100, 100, 110, 110],  # 5: overlaps the crowd box -> ignore
+    ], np.float32)
+
+
+def test_labels_and_codes():
+    gt = np.array([[0, 0, 10, 10], [54, 54, 56, 56], [100, 100, 110, 110]], np.float32)
+    t = assign_targets(_anchors(), gt, np.array([3, 1, 2], np.int32), np.array([False, False, True]),
+                       np.array([5.0, -1.0, 7.0], np.float32), CFG, (10, 10, 5, 5))
+    np.testing.assert_array_equal(t["cls"].numpy(), [3, 3, -2, -1, 1, -2])
+    expected = box_coder.encode(gt[[0, 0]], _anchors()[[0, 1]], (10, 10, 5, 5)).numpy()
+    np.testing.assert_allclose(t["box"].numpy()[:2], expected, atol=1e-6)
+    assert np.all(t["box"].numpy()[2:4] == 0)
+    # depth: log(5) for the two anchors of gt0, the forced tiny box has no depth label
+    np.testing.assert_allclose(t["depth"].numpy(), [np.log(5), np.log(5), 0, 0, 0, 0], rtol=1e-6)
+    np.testing.assert_array_equal(t["depth_mask"].numpy(), [1, 1, 0, 0, 0, 0])
+
+
+def test_no_force_match_leaves_tiny_box_unmatched():
+    gt = np.array([[54, 54, 56, 56]], np.float32)
+    cfg = MatchingConfig(positive_iou=0.5, negative_iou=0.4, force_match=False)
+    t = assign_targets(_anchors(), gt, np.array([1]), np.array([False]), np.array([3.0]), cfg)
+    np.testing.assert_array_equal(t["cls"].numpy(), [-1] * 6)
+
+
+def test_empty_and_padded_ground_truth():
+    t = assign_targets(_anchors(), np.zeros([0, 4], np.float32), np.zeros([0], np.int32),
+                       np.zeros([0], bool), np.zeros([0], np.float32), CFG)
+    np.testing.assert_array_equal(t["cls"].numpy(), [-1] * 6)
+    pad = assign_targets(_anchors(), np.zeros([3, 4], np.float32), -np.ones([3], np.int32),
+                         np.zeros([3], bool), np.zeros([3], np.float32), CFG)
+    np.testing.assert_array_equal(pad["cls"].numpy(), [-1] * 6)
+    assert float(np.abs(pad["box"].numpy()).sum()) == 0.0
+
+
+def test_shared_best_anchor_goes_to_later_box():
+    anchors = np.array([[0, 0, 100, 100], [200, 200, 210, 210]], np.float32)
+    gt = np.array([[0, 0, 5, 5], [90, 90, 95, 95]], np.float32)   # both tiny, same best anchor 0
+    t = assign_targets(anchors, gt, np.array([0, 1]), np.array([False, False]),
+                       np.array([1.0, 2.0], np.float32), CFG)
+    assert t["cls"].numpy()[0] == 1
+    np.testing.assert_allclose(t["depth"].numpy()[0], np.log(2.0), rtol=1e-6)
