@@ -42,6 +42,10 @@ def two_replica_strategy():
 
     if len(tf.config.list_logical_devices("CPU")) < 2:
         pytest.fail("two logical CPU devices are not available; conftest could not split the CPU")
+    # Collective-op keys are process-global: a second strategy that all-reduces a tensor of
+    # another shape would collide ("Shape mismatch in the collective instance"), so give
+    # each strategy its own key range, as TF's own strategy_combinations do.
+    tf.distribute.MirroredStrategy._collective_key_base += 100000
     return tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
 
 
