@@ -1,0 +1,101 @@
+"""The detector's training loss: focal classification + box/depth regression.
+
+Normalisation (why it is global): every term is a SUM over the anchors this
+replica sees, divided by ``max(num_positives, 1)`` where ``num_positives`` is the
+positive-anchor count of the GLOBAL batch (the caller all-reduces it, see
+:func:`all_reduce_sum`).  Per-replica losses then add up to the single-device loss,
+and since Keras' TF optimizer SUM-all-reduces gradients (detection_reference.md
+§5.3) the applied gradient equals the single-device gradient exactly, independent
+of how the batch is split.  Normalising by a per-replica count instead would make
+gradients ~N times larger under N replicas.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import keras
+import tensorflow as tf
+
+from detector.config import LossConfig
+from detector.losses.focal import FocalLoss
+from detector.losses.multitask import MultiTaskRegressionLoss, TaskUncertainty, combine_tasks
+
+
+def count_positives(targets) -> tf.Tensor:
+    """Number of positive anchors (``cls >= 0``) in ``targets["cls"]`` ``[B, N]``; float32 scalar."""
+    return tf.reduce_sum(tf.cast(tf.cast(targets["cls"], tf.float32) >= 0.0, tf.float32))
+
+
+def all_reduce_sum(value) -> tf.Tensor:
+    """SUM of ``value`` over replicas inside ``strategy.run``; identity elsewhere."""
+    ctx = tf.distribute.get_replica_context()
+    if ctx is None or ctx.num_replicas_in_sync == 1:
+        return tf.convert_to_tensor(value)
+    return ctx.all_reduce(tf.distribute.ReduceOp.SUM, value)
+
+
+def _as_loss_config(loss_cfg) -> LossConfig:
+    if isinstance(loss_cfg, LossConfig):
+        return loss_cfg
+    if loss_cfg is None:
+        return LossConfig()
+    return LossConfig(**dict(loss_cfg))
+
+
+@keras.saving.register_keras_serializable(package="detector")
+class DetectionLoss:
+    """``loss_fn(targets, outputs, num_positives) -> {"total", "cls", "box", "depth"}``.
+
+    Args:
+      loss_cfg: :class:`~detector.config.LossConfig` (or a dict of its fields).
+      task_uncertainty: the :class:`TaskUncertainty` layer holding the learned
+        log-variances when ``loss_cfg.weighting == "uncertainty"``.  The detector
+        passes its own (``model.task_uncertainty``); if omitted one is created here
+        and exposed as ``self.task_uncertainty`` / ``self.trainable_variables``, and
+        the caller must train those variables itself.
+
+    Call args:
+      targets: dict ``cls`` int32 ``[B, N]`` (class id, -1 background, -2 ignore),
+        ``box`` ``[B, N, 4]``, ``depth`` ``[B, N]`` log-metres, ``depth_mask`` ``[B, N]``.
+      outputs: model outputs ``cls_logits`` ``[B, N, C]``, ``box`` ``[B, N, 4]``, ``depth`` ``[B, N]``.
+      num_positives: positive count of the global batch (scalar).
+
+    Returns:
+      dict of scalars (dtype of the outputs): ``cls``, ``box``, ``depth`` are the normalised,
+      un-weighted task losses; ``total`` their weighted combination.
+    """
+
+    def __init__(self, loss_cfg=None, task_uncertainty: TaskUncertainty | None = None):
+        self.cfg = _as_loss_config(loss_cfg)
+        c = self.cfg
+        self.focal = FocalLoss(alpha=c.focal_alpha, gamma=c.focal_gamma)
+        self.regression = MultiTaskRegressionLoss(box_weight=c.box_weight, depth_weight=c.depth_weight,
+                                                  huber_delta=c.huber_delta, depth_loss=c.depth_loss)
+        self.weights = (c.cls_weight, c.box_weight, c.depth_weight)
+        if c.weighting == "uncertainty" and task_uncertainty is None:
+            task_uncertainty = TaskUncertainty(name="task_uncertainty")
+            task_uncertainty.build()
+        self.task_uncertainty = task_uncertainty if c.weighting == "uncertainty" else None
+
+    @property
+    def trainable_variables(self) -> list:
+        return [] if self.task_uncertainty is None else list(self.task_uncertainty.trainable_variables)
+
+    def __call__(self, targets, outputs, num_positives) -> dict[str, tf.Tensor]:
+        dtype = tf.convert_to_tensor(outputs["cls_logits"]).dtype
+        dtype = dtype if dtype.is_floating else tf.float32
+        norm = tf.maximum(tf.cast(num_positives, dtype), 1.0)
+        # .call (per-anchor values) rather than __call__, which would cast to the loss dtype.
+        cls_sum = tf.reduce_sum(self.focal.call(targets["cls"], outputs["cls_logits"]))
+        box_sum, depth_sum = self.regression.task_sums(targets, outputs)
+        cls, box, depth = cls_sum / norm, box_sum / norm, depth_sum / norm
+        total = combine_tasks(cls, box, depth, self.weights, self.task_uncertainty)
+        return {"total": total, "cls": cls, "box": box, "depth": depth}
+
+    def get_config(self) -> dict:
+        return {"loss_cfg": dataclasses.asdict(self.cfg)}
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(**config)

@@ -1,0 +1,145 @@
+"""Box + depth regression loss and the task weighting (fixed or learned uncertainty).
+
+Per anchor (targets from :func:`detector.matching.assign_targets`)::
+
+    box   = sum_{k in ty,tx,th,tw} huber(pred_k - target_k; delta)   only where cls >= 0
+    depth = huber(pred - target; delta) or 0.5 * (pred - target)**2   only where depth_mask = 1
+
+Depth is regressed as log(metres); anchors whose object has no depth (e.g. COCO,
+``depth_mask = 0``) contribute nothing.  ``huber(e) = 0.5 e**2`` for ``|e| <= delta``,
+else ``delta * (|e| - 0.5 delta)`` (Keras' Huber), so "squared" and "huber" agree
+on small errors.  Errors are zeroed *before* the loss so garbage targets on masked
+anchors cannot leak NaN into gradients.
+
+Task weighting (``loss.weighting``), over the three detector tasks
+``i in (cls, box, depth)`` with normalised losses ``L_i`` and config weights ``w_i``:
+
+* ``"fixed"``:        ``total = sum_i w_i * L_i``
+* ``"uncertainty"``:  ``total = sum_i exp(-s_i) * w_i * L_i + s_i`` (Kendall et al.
+  2018), ``s_i`` a learned log-variance, initialised to 0 (so both modes agree at
+  step 0).  The ``s_i`` live in a :class:`TaskUncertainty` layer owned by the model
+  (``Detector.task_uncertainty``), so they are in ``model.trainable_variables``, are
+  updated by the model's optimizer and saved in its checkpoints.  Caveat: a task
+  without any targets (depth on COCO) has ``L_i = 0`` and its ``s_i`` drifts down
+  without bound (harmless to the other terms, but the total drifts); use
+  ``"fixed"`` for such data.
+"""
+
+from __future__ import annotations
+
+import keras
+import tensorflow as tf
+
+TASKS = ("cls", "box", "depth")
+
+
+def huber(err, delta: float) -> tf.Tensor:
+    """Elementwise Huber loss of an error tensor (same shape out)."""
+    abs_err = tf.abs(err)
+    quad = tf.minimum(abs_err, delta)
+    return 0.5 * quad * quad + delta * (abs_err - quad)
+
+
+def regression_per_anchor(targets, outputs, huber_delta: float = 1.0,
+                          depth_loss: str = "huber") -> tuple[tf.Tensor, tf.Tensor]:
+    """Masked per-anchor box and depth losses.
+
+    Args:
+      targets: dict with ``cls`` ``[B, N]`` class ids (positives ``>= 0``), ``box``
+        ``[B, N, 4]`` encoded ``[ty, tx, th, tw]``, ``depth`` ``[B, N]`` log-metres,
+        ``depth_mask`` ``[B, N]`` (1 where the depth target is valid).
+      outputs: dict with ``box`` ``[B, N, 4]`` and ``depth`` ``[B, N]`` predictions.
+
+    Returns:
+      ``(box [B, N], depth [B, N])`` in the predictions' float dtype, not normalised.
+    """
+    pred_box = tf.convert_to_tensor(outputs["box"])
+    dtype = pred_box.dtype if pred_box.dtype.is_floating else tf.float32
+    positive = tf.cast(targets["cls"], tf.float32) >= 0.0
+    box_err = tf.cast(pred_box, dtype) - tf.cast(targets["box"], dtype)
+    box_err = tf.where(positive[..., None], box_err, tf.zeros_like(box_err))
+    box = tf.reduce_sum(huber(box_err, huber_delta), axis=-1)
+    has_depth = tf.cast(targets["depth_mask"], tf.float32) > 0.5
+    depth_err = tf.cast(outputs["depth"], dtype) - tf.cast(targets["depth"], dtype)
+    depth_err = tf.where(has_depth, depth_err, tf.zeros_like(depth_err))
+    if depth_loss == "huber":
+        depth = huber(depth_err, huber_delta)
+    elif depth_loss == "squared":
+        depth = 0.5 * tf.square(depth_err)
+    else:
+        raise ValueError(f"depth_loss must be 'huber' or 'squared', got {depth_loss!r}")
+    return box, depth
+
+
+@keras.saving.register_keras_serializable(package="detector")
+class MultiTaskRegressionLoss(keras.losses.Loss):
+    """Box Huber + depth regression, masked (see module docstring).
+
+    ``loss(targets, outputs)`` (dicts as in :func:`regression_per_anchor`) returns
+    ``sum over anchors of box_weight * box + depth_weight * depth`` with the default
+    ``reduction="sum"``; divide by ``max(num_positives, 1)``.  :meth:`task_sums`
+    returns the two un-weighted sums separately (what :class:`DetectionLoss` uses,
+    so that it can apply the uncertainty weighting).
+    """
+
+    def __init__(self, box_weight: float = 0.7, depth_weight: float = 0.3, huber_delta: float = 1.0,
+                 depth_loss: str = "huber", reduction: str | None = "sum",
+                 name: str = "multitask_regression_loss", dtype=None):
+        super().__init__(name=name, reduction=reduction, dtype=dtype)
+        if depth_loss not in ("huber", "squared"):
+            raise ValueError(f"MultiTaskRegressionLoss: depth_loss must be 'huber' or 'squared', got {depth_loss!r}")
+        if huber_delta <= 0:
+            raise ValueError(f"MultiTaskRegressionLoss: huber_delta must be positive, got {huber_delta}")
+        self.box_weight = float(box_weight)
+        self.depth_weight = float(depth_weight)
+        self.huber_delta = float(huber_delta)
+        self.depth_loss = depth_loss
+
+    def _per_anchor(self, y_true, y_pred):
+        return regression_per_anchor(y_true, y_pred, self.huber_delta, self.depth_loss)
+
+    def call(self, y_true, y_pred):
+        box, depth = self._per_anchor(y_true, y_pred)
+        return self.box_weight * box + self.depth_weight * depth
+
+    def task_sums(self, y_true, y_pred) -> tuple[tf.Tensor, tf.Tensor]:
+        """Un-weighted, un-normalised ``(box_sum, depth_sum)`` scalars."""
+        box, depth = self._per_anchor(y_true, y_pred)
+        return tf.reduce_sum(box), tf.reduce_sum(depth)
+
+    def get_config(self):
+        return {**super().get_config(), "box_weight": self.box_weight, "depth_weight": self.depth_weight,
+                "huber_delta": self.huber_delta, "depth_loss": self.depth_loss}
+
+
+@keras.saving.register_keras_serializable(package="detector")
+class TaskUncertainty(keras.layers.Layer):
+    """Holds the learned log-variances ``s = [s_cls, s_box, s_depth]`` (init 0).
+
+    A layer (not a loss) so that a model owning it tracks, trains and saves ``s``.
+    ``layer(losses [3])`` returns ``exp(-s) * losses + s / num_replicas``: the
+    regulariser is split across replicas because per-replica losses are summed
+    (the optimizer SUM-all-reduces gradients), so it counts once globally.
+    """
+
+    def build(self, input_shape=None):
+        self.log_variance = self.add_weight(shape=(len(TASKS),), initializer="zeros",
+                                            trainable=True, name="log_variance")
+
+    def call(self, weighted_losses):
+        ctx = tf.distribute.get_replica_context()
+        replicas = ctx.num_replicas_in_sync if ctx is not None else 1
+        weighted_losses = tf.convert_to_tensor(weighted_losses)
+        s = tf.cast(self.log_variance, weighted_losses.dtype)
+        return tf.exp(-s) * weighted_losses + s / float(replicas)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+
+def combine_tasks(cls, box, depth, weights, task_uncertainty: TaskUncertainty | None = None) -> tf.Tensor:
+    """Total loss from normalised task losses; ``weights = (w_cls, w_box, w_depth)``."""
+    weighted = tf.stack([weights[0] * cls, weights[1] * box, weights[2] * depth])
+    if task_uncertainty is None:
+        return tf.reduce_sum(weighted)
+    return tf.reduce_sum(task_uncertainty(weighted))

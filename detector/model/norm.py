@@ -1,0 +1,37 @@
+"""Batch normalisation using TF's fused kernel for NHWC training steps.
+
+Keras 3's ``BatchNormalization`` computes moments and the normalisation with
+separate ops; on CPU the fused oneDNN kernel is about 3x faster for a 4-D
+activation (forward + backward, measured on [16,128,128,16]), and BN dominates the
+cost of the cheap separable convs of the small backbone.  Only the training
+branch changes: inference runs Keras' own code (so export and BN folding are
+untouched), and variables, config and checkpoints are those of Keras' layer.
+
+Difference from Keras: the fused kernel returns the Bessel-corrected batch
+variance, which is what updates ``moving_variance`` (as tf.keras 2 did).
+"""
+
+from __future__ import annotations
+
+import keras
+import tensorflow as tf
+
+
+@keras.saving.register_keras_serializable(package="detector")
+class FusedBatchNorm(keras.layers.BatchNormalization):
+    """Drop-in ``keras.layers.BatchNormalization`` (axis -1) with a fused training path."""
+
+    def _can_fuse(self, inputs, mask) -> bool:
+        return (mask is None and len(inputs.shape) == 4 and self.axis in (-1, 3) and not self.renorm
+                and not self.synchronized and self.scale and self.center
+                and keras.backend.standardize_dtype(inputs.dtype) == "float32")
+
+    def call(self, inputs, training=None, mask=None):
+        if not (training and self.trainable and self._can_fuse(inputs, mask)):
+            return super().call(inputs, training=training, mask=mask)
+        y, mean, variance = tf.compat.v1.nn.fused_batch_norm(
+            inputs, self.gamma, self.beta, epsilon=self.epsilon, data_format="NHWC", is_training=True)
+        m = self.momentum
+        self.moving_mean.assign(self.moving_mean * m + mean * (1.0 - m))
+        self.moving_variance.assign(self.moving_variance * m + variance * (1.0 - m))
+        return y

@@ -1,0 +1,133 @@
+"""decode_detections against a numpy reference (top-k, decode, clip, greedy NMS)."""
+
+import dataclasses
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from detector.anchors import generate_anchors
+from detector.config import EvalConfig
+from detector.model import decode_detections
+from detector.model.postprocess import infer_image_size
+
+SIZE = 64
+SCALES = (10.0, 10.0, 5.0, 5.0)
+ANCHORS = generate_anchors(SIZE, 3, 4, 2, (0.5, 1.0, 2.0), 4.0)  # 64*6 + 16*6 = 480 anchors
+
+
+def _np_decode(codes, anchors):
+    ha, wa = anchors[:, 2] - anchors[:, 0], anchors[:, 3] - anchors[:, 1]
+    yca, xca = anchors[:, 0] + ha / 2, anchors[:, 1] + wa / 2
+    ty, tx, th, tw = (codes[:, i] / SCALES[i] for i in range(4))
+    clip = np.log(1000 / 16)
+    h, w = np.exp(np.minimum(th, clip)) * ha, np.exp(np.minimum(tw, clip)) * wa
+    yc, xc = ty * ha + yca, tx * wa + xca
+    return np.stack([yc - h / 2, xc - w / 2, yc + h / 2, xc + w / 2], -1)
+
+
+def _np_iou(box, boxes):
+    ih = np.clip(np.minimum(box[2], boxes[:, 2]) - np.maximum(box[0], boxes[:, 0]), 0, None)
+    iw = np.clip(np.minimum(box[3], boxes[:, 3]) - np.maximum(box[1], boxes[:, 1]), 0, None)
+    inter = ih * iw
+    area = lambda b: (b[..., 2] - b[..., 0]) * (b[..., 3] - b[..., 1])  # noqa: E731
+    union = area(box) + area(boxes) - inter
+    return np.where(union > 0, inter / np.where(union > 0, union, 1), 0)
+
+
+def _np_greedy_nms(boxes, scores, iou_thr):
+    """Indices kept by greedy NMS, in descending score order."""
+    order, keep = list(np.argsort(-scores, kind="stable")), []
+    while order:
+        i = order.pop(0)
+        keep.append(i)
+        if order:
+            ious = _np_iou(boxes[i], boxes[order])
+            order = [j for j, v in zip(order, ious) if v <= iou_thr]
+    return keep
+
+
+def _np_reference(outputs, cfg):
+    res = {"boxes": [], "scores": [], "classes": [], "depth": [], "num_detections": []}
+    d = cfg.max_detections
+    for b in range(outputs["cls_logits"].shape[0]):
+        logits = outputs["cls_logits"][b].astype(np.float64)
+        num_classes = logits.shape[1]
+        flat = (1 / (1 + np.exp(-logits))).reshape(-1)
+        top = np.argsort(-flat, kind="stable")[: cfg.pre_nms_top_k]
+        top = top[flat[top] > cfg.score_threshold]
+        anchor, cls, score = top // num_classes, top % num_classes, flat[top]
+        boxes = np.clip(_np_decode(outputs["box"][b][anchor].astype(np.float64), ANCHORS[anchor]), 0, SIZE)
+        if cfg.class_agnostic_nms:
+            kept = _np_greedy_nms(boxes, score, cfg.nms_iou)
+        else:
+            kept = [i for c in range(num_classes) for i in
+                    np.flatnonzero(cls == c)[_np_greedy_nms(boxes[cls == c], score[cls == c], cfg.nms_iou)]]
+            kept = sorted(kept, key=lambda i: -score[i])
+        kept = kept[:d]
+        n, pad = len(kept), d - len(kept)
+        res["boxes"].append(np.concatenate([boxes[kept], np.zeros((pad, 4))]))
+        res["scores"].append(np.concatenate([score[kept], np.zeros(pad)]))
+        res["classes"].append(np.concatenate([cls[kept], -np.ones(pad, int)]))
+        res["depth"].append(np.concatenate([np.exp(outputs["depth"][b][anchor[kept]]), np.zeros(pad)]))
+        res["num_detections"].append(n)
+    return {k: np.array(v) for k, v in res.items()}
+
+
+def _outputs(seed, b=3, c=4):
+    rng = np.random.default_rng(seed)
+    n = ANCHORS.shape[0]
+    return {"cls_logits": (rng.normal(-1.0, 1.5, (b, n, c))).astype(np.float32),
+            "box": (rng.normal(size=(b, n, 4)) * 1.5).astype(np.float32),
+            "depth": rng.normal(2.0, 0.7, (b, n)).astype(np.float32)}
+
+
+@pytest.mark.parametrize("seed,agnostic", [(0, False), (1, False), (2, True), (3, True)])
+def test_matches_numpy_reference(seed, agnostic):
+    cfg = EvalConfig(score_threshold=0.05, pre_nms_top_k=300, nms_iou=0.5, max_detections=40,
+                     class_agnostic_nms=agnostic)
+    outputs = _outputs(seed)
+    got = {k: v.numpy() for k, v in decode_detections(outputs, ANCHORS, cfg, SCALES).items()}
+    ref = _np_reference(outputs, cfg)
+    np.testing.assert_array_equal(got["num_detections"], ref["num_detections"])
+    assert (ref["num_detections"] > 5).all()  # the comparison is not vacuous
+    np.testing.assert_array_equal(got["classes"], ref["classes"])
+    np.testing.assert_allclose(got["scores"], ref["scores"], rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(got["boxes"], ref["boxes"], rtol=1e-4, atol=1e-3)
+    np.testing.assert_allclose(got["depth"], ref["depth"], rtol=1e-5)
+
+
+def test_padding_threshold_and_static_shapes():
+    cfg = EvalConfig(score_threshold=0.6, pre_nms_top_k=200, max_detections=100)
+    outputs = _outputs(4, b=2)
+    outputs["cls_logits"][1] = -20.0  # second image: nothing above threshold
+    fn = tf.function(lambda o: decode_detections(o, ANCHORS, cfg, SCALES), input_signature=[{
+        "cls_logits": tf.TensorSpec([None, ANCHORS.shape[0], 4]), "box": tf.TensorSpec([None, ANCHORS.shape[0], 4]),
+        "depth": tf.TensorSpec([None, ANCHORS.shape[0]])}])
+    got = {k: v.numpy() for k, v in fn(outputs).items()}
+    assert got["boxes"].shape == (2, 100, 4) and got["classes"].shape == (2, 100)
+    n = got["num_detections"]
+    assert 0 < n[0] < 100 and n[1] == 0
+    assert (got["scores"][0, : n[0]] > 0.6).all() and np.all(np.diff(got["scores"][0, : n[0]]) <= 0)
+    assert (got["classes"][0, n[0]:] == -1).all() and (got["classes"][1] == -1).all()
+    assert (got["scores"][0, n[0]:] == 0).all() and (got["depth"][1] == 0).all() and (got["boxes"][1] == 0).all()
+    # boxes are clipped to the image
+    assert got["boxes"].min() >= 0 and got["boxes"].max() <= SIZE
+
+
+def test_fewer_candidates_than_max_detections():
+    cfg = dataclasses.replace(EvalConfig(), pre_nms_top_k=1000, max_detections=100, score_threshold=0.0)
+    anchors = ANCHORS[:10]
+    rng = np.random.default_rng(5)
+    outputs = {"cls_logits": rng.normal(size=(1, 10, 2)).astype(np.float32),
+               "box": np.zeros((1, 10, 4), np.float32), "depth": np.zeros((1, 10), np.float32)}
+    got = decode_detections(outputs, anchors, cfg, SCALES, image_size=SIZE)
+    assert got["boxes"].shape == (1, 100, 4)
+    assert int(got["num_detections"][0]) <= 20
+    np.testing.assert_allclose(got["depth"].numpy()[0, : int(got["num_detections"][0])], 1.0)
+
+
+def test_image_size_inferred_from_anchors():
+    assert infer_image_size(ANCHORS) == SIZE
+    assert infer_image_size(tf.constant(ANCHORS)) == SIZE
+    assert infer_image_size(generate_anchors(256, 3, 7, 3, (0.5, 1.0, 2.0), 4.0)) == 256
