@@ -46,6 +46,10 @@ class SyntheticConfig:
     width: int = 256           # generated image width in pixels
     seed: int = 0
     cache_dir: str = "~/.cache/detector/synthetic"
+    max_objects: int = 10      # objects per non-empty image: uniform 1..max_objects
+    empty_fraction: float = 0.08   # share of images without any object
+    crowd_fraction: float = 0.06   # share of images with one iscrowd cluster
+    imbalance: float = 15.0    # expected frequency ratio first class : last class
 
 
 @dataclass(frozen=True)
@@ -60,6 +64,7 @@ class AugmentConfig:
     contrast: float = 0.2                      # max relative contrast change
     hue_saturation: float = 0.1                # colour jitter strength in [0, 1]
     min_visibility: float = 0.3                # drop boxes cut to less than this share
+    rescale_depth: bool = True                 # depth /= zoom factor (pinhole-consistent)
 
 
 @dataclass(frozen=True)
@@ -85,6 +90,9 @@ class DataConfig:
     shuffle_buffer: int = 1024
     num_parallel_calls: int = -1               # -1 = tf.data.AUTOTUNE
     seed: Optional[int] = 0                    # null = non-deterministic
+    cache_images: bool = True                  # keep encoded image bytes in memory
+    unknown_classes: Literal["error", "skip"] = "error"   # category names not in data.classes
+    cache_dir: str = "~/.cache/detector"       # written GT JSON files (voc, filtered sets)
 
 
 @dataclass(frozen=True)
@@ -100,6 +108,8 @@ class BackboneConfig:
     weights: Optional[Literal["imagenet"]] = None
     width: int = 32                            # small_cnn base channel count
     freeze_bn: bool = False
+    alpha: float = 1.0                         # mobilenet_v2 width multiplier (imagenet: 0.35..1.4)
+    blocks: tuple[int, int, int] = (2, 3, 2)   # small_cnn stride-1 blocks in stages 3, 4, 5
 
 
 @dataclass(frozen=True)
@@ -113,6 +123,10 @@ class ModelConfig:
     anchors: AnchorConfig = field(default_factory=AnchorConfig)
     prior_probability: float = 0.01
     box_scale_factors: tuple[float, float, float, float] = (10.0, 10.0, 5.0, 5.0)
+    separable: bool = True                     # depthwise-separable convs in FPN and heads
+    activation: Literal["relu", "swish"] = "relu"
+    depth_head: Literal["box_tower", "own_tower"] = "box_tower"   # depth predictor's tower
+    depth_prior: float = 10.0                  # metres; depth predictor bias = log(depth_prior)
 
 
 @dataclass(frozen=True)
@@ -194,6 +208,7 @@ class CallbacksConfig:
     profiling: ProfilingConfig = field(default_factory=ProfilingConfig)
     gradient_monitor: GradientMonitorConfig = field(default_factory=GradientMonitorConfig)
     tensorboard: bool = True
+    tensorboard_every_n_steps: int = 10        # per-step scalars (losses, lr) every N steps
 
 
 @dataclass(frozen=True)
@@ -282,6 +297,12 @@ def _convert(value: Any, tp: Any, path: str) -> Any:
             raise ConfigError(f"{path}: expected an integer, got {value!r}")
         return value
     if tp is float:
+        if isinstance(value, str):
+            # YAML 1.1 reads "1e-3" (no dot) as a string; accept plain numeric spellings.
+            try:
+                value = float(value)
+            except ValueError:
+                pass
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{path}: expected a number, got {value!r}")
         return float(value)
@@ -332,6 +353,10 @@ def _check(cfg: Config) -> None:
     s = d.synthetic
     for k in ("num_train", "num_val", "height", "width"):
         need(getattr(s, k) > 0, f"data.synthetic.{k}", f"must be positive, got {getattr(s, k)}")
+    need(s.max_objects > 0, "data.synthetic.max_objects", f"must be positive, got {s.max_objects}")
+    for k in ("empty_fraction", "crowd_fraction"):
+        need(0.0 <= getattr(s, k) <= 1.0, f"data.synthetic.{k}", "must be in [0, 1]")
+    need(s.imbalance >= 1.0, "data.synthetic.imbalance", f"must be >= 1, got {s.imbalance}")
     a = d.augment
     for k in ("hflip", "crop_prob", "min_visibility"):
         need(0.0 <= getattr(a, k) <= 1.0, f"data.augment.{k}", "must be in [0, 1]")
@@ -353,6 +378,11 @@ def _check(cfg: Config) -> None:
     for k in ("fpn_channels", "head_channels"):
         need(getattr(m, k) > 0, f"model.{k}", "must be positive")
     need(m.head_convs >= 0, "model.head_convs", "must be >= 0")
+    need(2 <= m.min_level <= 5, "model.min_level",
+         f"must be in 2..5 (backbones provide strides 4..32), got {m.min_level}")
+    need(m.depth_prior > 0, "model.depth_prior", "must be positive (metres)")
+    need(m.backbone.alpha > 0, "model.backbone.alpha", "must be positive")
+    need(all(b >= 0 for b in m.backbone.blocks), "model.backbone.blocks", "must be >= 0")
     need(0 < m.prior_probability < 1, "model.prior_probability", "must be in (0, 1)")
     need(all(f > 0 for f in m.box_scale_factors), "model.box_scale_factors", "must be positive")
     mt = cfg.matching
@@ -391,6 +421,8 @@ def _check(cfg: Config) -> None:
          "need 0 < start_step < stop_step (step 0 compiles; profile later steps)")
     need(cfg.callbacks.gradient_monitor.every_n_steps > 0,
          "callbacks.gradient_monitor.every_n_steps", "must be positive")
+    need(cfg.callbacks.tensorboard_every_n_steps > 0, "callbacks.tensorboard_every_n_steps",
+         "must be positive")
     need(cfg.distribute.num_cpu_devices > 0, "distribute.num_cpu_devices", "must be positive")
 
 

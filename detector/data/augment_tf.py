@@ -1,0 +1,169 @@
+"""Pure-TF decode + augmentation + letterbox (``data.augment.backend: tf`` or ``none``).
+
+Runs entirely inside the tf.data graph (no Python), so it works where a
+``tf.numpy_function`` cannot, e.g. input pipelines on TPU hosts.  Same chain and output
+fields as :mod:`detector.data.augment` (see there), with stateless random ops seeded
+per element:
+
+1. horizontal flip (p = hflip);
+2. box-safe random crop (p = crop_prob): a crop that contains the union of all boxes;
+3. zoom: longer side -> ``S * U(scale)`` (bilinear);
+4. colour: ``x * alpha + beta * 255`` (alpha ~ 1 ± contrast, beta ~ ± brightness, as
+   albumentations' ``RandomBrightnessContrast``), saturation ``1 ± hue_saturation``,
+   hue ``± hue_saturation / 2`` of the colour circle;
+5. random S x S crop when larger, pad bottom/right with 0 when smaller; boxes clipped,
+   those keeping less than ``min_visibility`` of their area dropped.
+
+Undecodable images raise inside the graph; the pipeline drops them with
+``ignore_errors`` (logged by TF; not counted in :class:`PipelineStats`).
+"""
+
+from __future__ import annotations
+
+import tensorflow as tf
+
+
+def decode(encoded) -> tf.Tensor:
+    """uint8 ``[H, W, 3]`` RGB from JPEG/PNG/BMP/GIF bytes."""
+    img = tf.io.decode_image(encoded, channels=3, expand_animations=False)
+    img.set_shape([None, None, 3])
+    return img
+
+
+def _clip_xyxy(boxes, h, w):
+    b = tf.reshape(tf.cast(boxes, tf.float64), [-1, 4])
+    x0 = tf.clip_by_value(b[:, 0], 0.0, w)
+    y0 = tf.clip_by_value(b[:, 1], 0.0, h)
+    x1 = tf.clip_by_value(b[:, 0] + b[:, 2], 0.0, w)
+    y1 = tf.clip_by_value(b[:, 1] + b[:, 3], 0.0, h)
+    return tf.stack([x0, y0, x1, y1], 1)
+
+
+def _letterbox(img, size: int, scale, h, w):
+    nh = tf.minimum(size, tf.maximum(1, tf.cast(tf.round(tf.cast(h, tf.float64) * scale), tf.int32)))
+    nw = tf.minimum(size, tf.maximum(1, tf.cast(tf.round(tf.cast(w, tf.float64) * scale), tf.int32)))
+    img = tf.image.resize(tf.cast(img, tf.float32), tf.stack([nh, nw]))
+    return tf.image.pad_to_bounding_box(img, 0, 0, size, size), nh, nw
+
+
+def _pack(image, xyxy, xywh, classes, crowd, area, depth, scale, hw, max_boxes: int, size: int):
+    n = tf.minimum(tf.shape(xyxy)[0], max_boxes)
+    pad = max_boxes - n
+
+    def fit(x, value):
+        x = x[:n]
+        x = tf.pad(x, [[0, pad]] + [[0, 0]] * (len(x.shape) - 1), constant_values=value)
+        return tf.ensure_shape(x, [max_boxes] + x.shape.as_list()[1:])
+
+    out = {
+        "ok": tf.constant(True),
+        "image": tf.cast(tf.clip_by_value(tf.round(image), 0, 255), tf.uint8),
+        "boxes": fit(tf.cast(tf.gather(xyxy, [1, 0, 3, 2], axis=1), tf.float32), 0.0),
+        "boxes_xywh": fit(tf.cast(xywh, tf.float64), 0.0),
+        "classes": fit(tf.cast(classes, tf.int32), -1),
+        "is_crowd": fit(tf.cast(crowd, tf.bool), False),
+        "area": fit(tf.cast(area, tf.float64), 0.0),
+        "depth": fit(tf.cast(depth, tf.float32), -1.0),
+        "num_boxes": n,
+        "scale": tf.cast(scale, tf.float32),
+        "original_size": tf.ensure_shape(tf.cast(hw, tf.int32), [2]),
+    }
+    out["image"] = tf.ensure_shape(out["image"], [size, size, 3])
+    return out
+
+
+def tf_eval(encoded, boxes, classes, crowd, area, depth, data_cfg) -> dict:
+    """Letterbox only; every annotation kept as annotated (see augment.py)."""
+    img = decode(encoded)
+    h, w = tf.shape(img)[0], tf.shape(img)[1]
+    hf, wf = tf.cast(h, tf.float64), tf.cast(w, tf.float64)
+    s = data_cfg.image_size / tf.maximum(hf, wf)
+    boxes = tf.reshape(tf.cast(boxes, tf.float64), [-1, 4])
+    ok = (boxes[:, 2] >= 0) & (boxes[:, 3] >= 0)   # negative sizes: converted sources only
+    boxes, classes, crowd, area, depth = (tf.boolean_mask(t, ok) for t in (boxes, classes, crowd, area, depth))
+    out, _, _ = _letterbox(img, data_cfg.image_size, s, h, w)
+    xyxy = _clip_xyxy(boxes, hf, wf) * s
+    return _pack(out, xyxy, boxes, classes, crowd, area, depth, s, tf.stack([h, w]),
+                 data_cfg.max_boxes, data_cfg.image_size)
+
+
+def _uniform(seed, i, lo=0.0, hi=1.0):
+    return tf.random.stateless_uniform([], seed=seed + tf.constant([0, 1], tf.int64) * i,
+                                       minval=lo, maxval=hi, dtype=tf.float64)
+
+
+def tf_train(encoded, boxes, classes, crowd, area, depth, seed, data_cfg) -> dict:
+    """Augmented training example; ``seed`` int64 [2] makes it reproducible."""
+    a, size = data_cfg.augment, data_cfg.image_size
+    seed = tf.cast(seed, tf.int64)
+    img = decode(encoded)
+    h, w = tf.shape(img)[0], tf.shape(img)[1]
+    hf, wf = tf.cast(h, tf.float64), tf.cast(w, tf.float64)
+    xyxy = _clip_xyxy(boxes, hf, wf)
+    keep = (xyxy[:, 2] > xyxy[:, 0]) & (xyxy[:, 3] > xyxy[:, 1])
+    xyxy, classes, crowd, area, depth = (tf.boolean_mask(t, keep) for t in (xyxy, classes, crowd, area, depth))
+    base_area = (xyxy[:, 2] - xyxy[:, 0]) * (xyxy[:, 3] - xyxy[:, 1])
+    if a.hflip > 0:
+        flip = _uniform(seed, 1) < a.hflip
+        img = tf.cond(flip, lambda: tf.reverse(img, [1]), lambda: img)
+        xyxy = tf.cond(flip, lambda: tf.stack([wf - xyxy[:, 2], xyxy[:, 1], wf - xyxy[:, 0], xyxy[:, 3]], 1),
+                       lambda: xyxy)
+    # Box-safe crop: corners drawn between the image border and the union of all boxes.
+    n = tf.shape(xyxy)[0]
+    do_crop = (_uniform(seed, 2) < a.crop_prob) & (n > 0)
+    ux0 = tf.where(n > 0, tf.reduce_min(tf.concat([xyxy[:, 0], [wf]], 0)), 0.0)
+    uy0 = tf.where(n > 0, tf.reduce_min(tf.concat([xyxy[:, 1], [hf]], 0)), 0.0)
+    ux1 = tf.where(n > 0, tf.reduce_max(tf.concat([xyxy[:, 2], [0.0]], 0)), wf)
+    uy1 = tf.where(n > 0, tf.reduce_max(tf.concat([xyxy[:, 3], [0.0]], 0)), hf)
+    cx0 = tf.where(do_crop, tf.floor(_uniform(seed, 3) * ux0), 0.0)
+    cy0 = tf.where(do_crop, tf.floor(_uniform(seed, 4) * uy0), 0.0)
+    cx1 = tf.where(do_crop, tf.math.ceil(ux1 + _uniform(seed, 5) * (wf - ux1)), wf)
+    cy1 = tf.where(do_crop, tf.math.ceil(uy1 + _uniform(seed, 6) * (hf - uy1)), hf)
+    img = img[tf.cast(cy0, tf.int32):tf.cast(cy1, tf.int32), tf.cast(cx0, tf.int32):tf.cast(cx1, tf.int32)]
+    xyxy = xyxy - tf.stack([cx0, cy0, cx0, cy0])[None]
+    ch, cw = cy1 - cy0, cx1 - cx0
+    # Zoom.
+    s = size * _uniform(seed, 7, a.scale[0], a.scale[1]) / tf.maximum(ch, cw)
+    nh = tf.maximum(1, tf.cast(tf.round(ch * s), tf.int32))
+    nw = tf.maximum(1, tf.cast(tf.round(cw * s), tf.int32))
+    img = tf.image.resize(tf.cast(img, tf.float32), tf.stack([nh, nw]))
+    sx, sy = tf.cast(nw, tf.float64) / cw, tf.cast(nh, tf.float64) / ch
+    xyxy = xyxy * tf.stack([sx, sy, sx, sy])[None]
+    img = _colour(img, seed, a)
+    # Random S x S window (only where larger), then pad bottom/right with 0.
+    oy = tf.cast(tf.floor(_uniform(seed, 8) * tf.cast(tf.maximum(nh - size, 0) + 1, tf.float64)), tf.int32)
+    ox = tf.cast(tf.floor(_uniform(seed, 9) * tf.cast(tf.maximum(nw - size, 0) + 1, tf.float64)), tf.int32)
+    img = img[oy:oy + size, ox:ox + size]
+    vh, vw = tf.shape(img)[0], tf.shape(img)[1]
+    img = tf.image.pad_to_bounding_box(img, 0, 0, size, size)
+    off = tf.cast(tf.stack([ox, oy, ox, oy]), tf.float64)[None]
+    raw = xyxy - off
+    lim = tf.cast(tf.stack([vw, vh, vw, vh]), tf.float64)[None]
+    clipped = tf.clip_by_value(raw, 0.0, lim)
+    area_raw = (raw[:, 2] - raw[:, 0]) * (raw[:, 3] - raw[:, 1])
+    area_new = tf.maximum(clipped[:, 2] - clipped[:, 0], 0.0) * tf.maximum(clipped[:, 3] - clipped[:, 1], 0.0)
+    keep = (area_new > 0) & (area_new >= a.min_visibility * area_raw)
+    xyxy, classes, crowd, area, depth, base_area, area_new = (
+        tf.boolean_mask(t, keep) for t in (clipped, classes, crowd, area, depth, base_area, area_new))
+    share = tf.minimum(area_new / (base_area * s * s), 1.0)
+    zoom = s * tf.maximum(hf, wf) / size
+    depth = tf.cast(depth, tf.float32)
+    if a.rescale_depth:
+        depth = tf.where(depth > 0, depth / tf.cast(zoom, tf.float32), depth)
+    xywh = tf.stack([xyxy[:, 0], xyxy[:, 1], xyxy[:, 2] - xyxy[:, 0], xyxy[:, 3] - xyxy[:, 1]], 1) / s
+    return _pack(img, xyxy, xywh, classes, crowd, tf.cast(area, tf.float64) * share, depth, s,
+                 tf.stack([h, w]), data_cfg.max_boxes, size)
+
+
+def _colour(img, seed, a):
+    """Colour jitter on float32 0..255 RGB (before padding, so the padding stays 0)."""
+    if a.brightness > 0 or a.contrast > 0:
+        alpha = tf.cast(_uniform(seed, 10, 1.0 - a.contrast, 1.0 + a.contrast), tf.float32)
+        beta = tf.cast(_uniform(seed, 11, -a.brightness, a.brightness), tf.float32)
+        img = img * alpha + beta * 255.0
+    if a.hue_saturation > 0:
+        x = tf.clip_by_value(img, 0.0, 255.0) / 255.0
+        sat = tf.cast(_uniform(seed, 12, 1.0 - a.hue_saturation, 1.0 + a.hue_saturation), tf.float32)
+        hue = tf.cast(_uniform(seed, 13, -a.hue_saturation / 2, a.hue_saturation / 2), tf.float32)
+        img = tf.image.adjust_hue(tf.image.adjust_saturation(x, sat), hue) * 255.0
+    return tf.clip_by_value(img, 0.0, 255.0)

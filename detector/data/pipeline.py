@@ -1,0 +1,142 @@
+"""``make_dataset``: canonical elements -> batched network input + per-anchor targets.
+
+Output (``B`` = train.batch_size when training else eval.batch_size, ``S`` =
+data.image_size, ``N`` anchors, ``M`` = data.max_boxes), all shapes static::
+
+    {"images": float32 [B,S,S,3] RGB 0..255, letterboxed (pad bottom/right with 0),
+     "targets": {"cls": int32 [B,N] (class, -1 background, -2 ignore), "box": float32 [B,N,4],
+                 "depth": float32 [B,N] log metres, "depth_mask": float32 [B,N]},
+     "gt": {"boxes": float32 [B,M,4] yxyx network px, "boxes_xywh": float64 [B,M,4],
+            "classes": int32 [B,M] (-1 pad), "is_crowd": bool [B,M], "area": float64 [B,M],
+            "depth": float32 [B,M] metres (-1 unknown), "num_boxes": int32 [B],
+            "image_id": int64 [B], "scale": float32 [B], "original_size": int32 [B,2],
+            "valid": bool [B]}}
+
+Training: shuffled, repeated forever, augmented, ``valid`` all True.  Evaluation
+(``training=False``): finite, file order, every readable image exactly once, the last
+batch completed with ``valid=False`` padding images (targets all ignore, no boxes);
+``gt.boxes_xywh``/``gt.area`` are the annotation values untouched, in file order.
+
+Per image: ONE ``tf.numpy_function`` (decode + albumentations + letterbox, see
+:mod:`detector.data.augment`) or the pure-TF path (:mod:`detector.data.augment_tf`,
+``data.augment.backend: tf``/``none``), then targets from
+:func:`detector.matching.assign_targets` in the graph.  Unreadable images are
+filtered out (warning + count in :class:`PipelineStats`); randomness is seeded per
+element from ``data.seed`` and the element's position, so with a seed the stream is
+reproducible regardless of thread scheduling.
+"""
+
+from __future__ import annotations
+
+import tensorflow as tf
+
+from detector.anchors import anchors_for_config
+from detector.data import augment_tf
+from detector.data.augment import OUTPUT_DTYPES, Processor
+from detector.data.records import PipelineStats
+from detector.data.sources import source_dataset
+from detector.matching import IGNORE, assign_targets
+
+_GT_KEYS = ("boxes", "boxes_xywh", "classes", "is_crowd", "area", "depth", "num_boxes",
+            "scale", "original_size")
+
+
+def _numpy_step(processor: Processor, data_cfg):
+    s, m = data_cfg.image_size, data_cfg.max_boxes
+    shapes = ([], [s, s, 3], [m, 4], [m, 4], [m], [m], [m], [m], [], [], [2])
+
+    def step(e, seed):
+        outs = tf.numpy_function(
+            processor, [e["image"], e["name"], e["boxes"], e["classes"], e["is_crowd"], e["area"],
+                        e["depth"], seed], OUTPUT_DTYPES, stateful=True)
+        for t, shape in zip(outs, shapes):
+            t.set_shape(shape)
+        return dict(zip(("ok", "image") + _GT_KEYS, outs))
+
+    return step
+
+
+def _tf_step(data_cfg, training: bool):
+    augmenting = training and data_cfg.augment.backend == "tf"
+
+    def step(e, seed):
+        args = (e["image"], e["boxes"], e["classes"], e["is_crowd"], e["area"], e["depth"])
+        if augmenting:
+            base = data_cfg.seed if data_cfg.seed is not None else 0
+            return augment_tf.tf_train(*args, tf.stack([tf.constant(base, tf.int64), seed]), data_cfg)
+        return augment_tf.tf_eval(*args, data_cfg)
+
+    return step
+
+
+def _targets_step(cfg):
+    anchors = tf.constant(anchors_for_config(cfg), tf.float32)
+    n_anchors = int(anchors.shape[0])
+
+    def step(e):
+        n = e["num_boxes"]
+        t = assign_targets(anchors, e["boxes"][:n], e["classes"][:n], e["is_crowd"][:n],
+                           e["depth"][:n], cfg.matching, cfg.model.box_scale_factors)
+        t["cls"].set_shape([n_anchors])
+        t["box"].set_shape([n_anchors, 4])
+        t["depth"].set_shape([n_anchors])
+        t["depth_mask"].set_shape([n_anchors])
+        gt = {k: e[k] for k in _GT_KEYS}
+        gt["image_id"] = e["image_id"]
+        gt["valid"] = tf.constant(True)
+        return {"images": e["image"], "targets": t, "gt": gt}
+
+    return step
+
+
+def _padding(spec) -> tf.data.Dataset:
+    """One ``valid=False`` element matching ``spec``: no boxes, all anchors ignored."""
+    zeros = tf.nest.map_structure(lambda s: tf.zeros(s.shape, s.dtype), spec)
+    zeros["targets"]["cls"] = tf.fill(spec["targets"]["cls"].shape, tf.constant(IGNORE, tf.int32))
+    zeros["gt"]["classes"] = -tf.ones_like(zeros["gt"]["classes"])
+    zeros["gt"]["depth"] = -tf.ones_like(zeros["gt"]["depth"])
+    zeros["gt"]["image_id"] = tf.constant(-1, tf.int64)
+    zeros["gt"]["valid"] = tf.constant(False)
+    return tf.data.Dataset.from_tensors(zeros)
+
+
+def make_dataset(cfg, split: str, training: bool, stats: PipelineStats | None = None,
+                 batch_size: int | None = None) -> tf.data.Dataset:
+    """Batched dataset of ``split`` ("train" or "val"); see the module docstring.
+
+    ``stats`` (optional) receives the skip/drop counters; ``batch_size`` overrides the
+    config's (e.g. a per-replica size).
+    """
+    d = cfg.data
+    stats = stats if stats is not None else PipelineStats()
+    batch = batch_size or (cfg.train.batch_size if training else cfg.eval.batch_size)
+    parallel = tf.data.AUTOTUNE if d.num_parallel_calls == -1 else d.num_parallel_calls
+    deterministic = d.seed is not None
+    ds, _ = source_dataset(cfg, split, training)
+    if d.cache_images and d.source != "tfds":
+        ds = ds.cache()  # encoded bytes only: small, and spares re-reading every epoch
+    if training:
+        if d.shuffle_buffer > 0:
+            ds = ds.shuffle(d.shuffle_buffer, seed=d.seed, reshuffle_each_iteration=True)
+        ds = ds.repeat()
+    python_free = d.augment.backend in ("tf", "none")
+    step = _tf_step(d, training) if python_free else _numpy_step(Processor(d, training, stats), d)
+    # Element position (global over epochs) seeds the per-image randomness.
+    seed_base = (d.seed if d.seed is not None else tf.random.uniform([], 0, 2**31, tf.int64).numpy()) * 1_000_003
+    ds = ds.enumerate().map(lambda i, e: dict(step(e, seed_base + i), image_id=e["image_id"]),
+                            num_parallel_calls=parallel, deterministic=deterministic)
+    if python_free:
+        ds = ds.ignore_errors(log_warning=True)
+    else:
+        ds = ds.filter(lambda e: e["ok"])
+    ds = ds.map(_targets_step(cfg), num_parallel_calls=parallel, deterministic=deterministic)
+    if not training:
+        # B-1 padding elements then drop_remainder: every image once, no all-padding batch.
+        ds = ds.concatenate(_padding(ds.element_spec).repeat(batch - 1))
+    ds = ds.batch(batch, drop_remainder=True)
+    ds = ds.map(lambda b: dict(b, images=tf.cast(b["images"], tf.float32)))
+    options = tf.data.Options()
+    options.deterministic = deterministic
+    ds = ds.with_options(options).prefetch(tf.data.AUTOTUNE)
+    ds.stats = stats
+    return ds

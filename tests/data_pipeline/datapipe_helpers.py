@@ -1,0 +1,28 @@
+"""Helpers shared by the data-pipeline tests (imported as a plain module)."""
+
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+
+def write_coco(root: Path, images: list[dict], anns: list[dict], categories: list[dict],
+               name: str = "instances.json") -> Path:
+    """Write a COCO-JSON file; images given as {"id", "file_name", "height", "width",
+    optional "pixels" (uint8 HxWx3 BGR) or "raw" (bytes)}."""
+    (root / "images").mkdir(parents=True, exist_ok=True)
+    entries = []
+    for im in images:
+        path = root / "images" / im["file_name"]
+        if "raw" in im:
+            path.write_bytes(im["raw"])
+        else:
+            pixels = im.get("pixels")
+            if pixels is None:
+                pixels = np.full((im["height"], im["width"], 3), 90, np.uint8)
+            cv2.imwrite(str(path), pixels)
+        entries.append({k: im[k] for k in ("id", "file_name", "height", "width")})
+    path = root / name
+    path.write_text(json.dumps({"images": entries, "annotations": anns, "categories": categories}))
+    return path

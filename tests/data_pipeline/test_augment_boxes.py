@@ -1,0 +1,121 @@
+"""Augmented boxes must cover exactly the pixels of their object (both backends)."""
+
+import cv2
+import numpy as np
+import pytest
+
+from detector.data import augment_tf
+from detector.data.augment import Processor
+from detector.data.records import PipelineStats
+
+H, W = 120, 200
+# Two solid rectangles in unique colours on black: red [x, y, w, h], blue.
+BOXES = np.array([[50, 30, 40, 40], [150, 80, 30, 25]], np.float64)
+COLOURS = [(255, 0, 0), (0, 0, 255)]  # RGB
+
+
+def _png() -> bytes:
+    img = np.zeros((H, W, 3), np.uint8)
+    for (x, y, w, h), c in zip(BOXES.astype(int), COLOURS):
+        img[y:y + h, x:x + w] = c
+    return cv2.imencode(".png", cv2.cvtColor(img, cv2.COLOR_RGB2BGR))[1].tobytes()
+
+
+def _fields():
+    return (BOXES, np.array([0, 1], np.int32), np.zeros(2, bool), np.array([1600.0, 750.0]),
+            np.array([10.0, -1.0], np.float32))
+
+
+def _cfg(smoke_cfg, backend):
+    return smoke_cfg(f"data.augment.backend={backend}", "data.augment.scale=[0.6, 1.6]",
+                     "data.augment.crop_prob=0.5", "data.augment.brightness=0", "data.augment.contrast=0",
+                     "data.augment.hue_saturation=0").data
+
+
+def _run(data_cfg, backend, seed):
+    """(image uint8 [S,S,3], boxes yxyx [n,4], classes [n], depth [n], scale) of one sample."""
+    if backend == "albumentations":
+        out = Processor(data_cfg, training=True)(_png(), b"rects.png", *_fields(), seed)
+        ok, image, boxes, _, classes, _, _, depth, n, scale, _ = out
+    else:
+        out = augment_tf.tf_train(_png(), *_fields(), np.array([0, seed], np.int64), data_cfg)
+        out = {k: v.numpy() for k, v in out.items()}
+        image, boxes, classes, depth, n, scale = (out[k] for k in ("image", "boxes", "classes", "depth",
+                                                                   "num_boxes", "scale"))
+    return image, boxes[:n], classes[:n], depth[:n], float(scale)
+
+
+def _extent(image, colour):
+    """yxyx pixel extent of the pixels closest to ``colour`` (>= half intensity)."""
+    c = np.array(colour) > 0
+    mask = np.all(image[..., c] >= 128, -1) & np.all(image[..., ~c] < 128, -1)
+    ys, xs = np.nonzero(mask)
+    if len(ys) == 0:
+        return None, 0
+    return np.array([ys.min(), xs.min(), ys.max() + 1, xs.max() + 1], float), len(ys)
+
+
+@pytest.mark.parametrize("backend", ["albumentations", "tf"])
+def test_boxes_match_pixels_after_flip_zoom_crop(smoke_cfg, backend):
+    data_cfg = _cfg(smoke_cfg, backend)
+    red_x, scales, kept = set(), [], 0
+    for seed in range(24):
+        image, boxes, classes, depth, scale = _run(data_cfg, backend, seed)
+        assert image.shape == (128, 128, 3) and image.dtype == np.uint8
+        scales.append(scale)
+        for k, colour in enumerate(COLOURS):
+            extent, count = _extent(image, colour)
+            rows = np.flatnonzero(classes == k)
+            if len(rows) == 0:   # dropped: at most min_visibility (0.3) of it was left
+                assert count <= 0.3 * BOXES[k, 2] * BOXES[k, 3] * scale**2 + 4 * 128, (seed, k)
+                continue
+            kept += 1
+            np.testing.assert_allclose(boxes[rows[0]], extent, atol=1.5, err_msg=f"seed {seed} class {k}")
+            if k == 0:
+                red_x.add(round(float(boxes[rows[0], 1])))
+                # Pinhole-consistent depth: shown `zoom` times larger -> `zoom` times nearer.
+                zoom = scale * W / 128
+                np.testing.assert_allclose(depth[rows[0]] * zoom, 10.0, rtol=1e-4)
+            else:
+                assert depth[rows[0]] == -1.0
+    assert kept >= 30
+    assert max(scales) / min(scales) > 1.5       # zoom varied
+    assert len(red_x) > 5                         # positions varied (flip, crop, zoom)
+
+
+@pytest.mark.parametrize("backend", ["albumentations", "tf"])
+def test_eval_letterbox(smoke_cfg, backend):
+    data_cfg = smoke_cfg(f"data.augment.backend={backend}").data
+    fields = _fields()
+    if backend == "albumentations":
+        ok, image, boxes, xywh, classes, crowd, area, depth, n, scale, hw = Processor(data_cfg, False)(
+            _png(), b"rects.png", *fields, 0)
+    else:
+        o = {k: v.numpy() for k, v in augment_tf.tf_eval(_png(), *fields, data_cfg).items()}
+        image, boxes, xywh, classes, area, n, scale, hw = (o[k] for k in (
+            "image", "boxes", "boxes_xywh", "classes", "area", "num_boxes", "scale", "original_size"))
+    s = 128 / 200
+    assert n == 2 and scale == pytest.approx(s) and list(hw) == [H, W]
+    np.testing.assert_array_equal(xywh[:2], BOXES)             # untouched annotation values
+    assert xywh.dtype == np.float64 and list(area[:2]) == [1600.0, 750.0]
+    np.testing.assert_allclose(boxes[0], [30 * s, 50 * s, 70 * s, 90 * s], rtol=1e-6)
+    np.testing.assert_array_equal(classes[2:], -1)
+    assert not image[round(H * s):].any()                       # padding rows are 0
+    extent, _ = _extent(image, COLOURS[0])
+    np.testing.assert_allclose(boxes[0], extent, atol=1.0)
+
+
+def test_degenerate_outside_and_corrupt_are_counted(smoke_cfg):
+    data_cfg = smoke_cfg("data.augment.crop_prob=0").data
+    boxes = np.array([[10, 10, 0, 5], [250, 10, 20, 20], [-30, -30, 20, 20], [50, 30, 40, 40]], np.float64)
+    fields = (boxes, np.array([0, 1, 0, 0], np.int32), np.zeros(4, bool), np.full(4, 9.0), np.full(4, -1, np.float32))
+    stats = PipelineStats()
+    out = Processor(data_cfg, True, stats)(_png(), b"rects.png", *fields, 3)
+    assert out[0] and out[8] == 1 and stats.boxes_degenerate == 3
+    # Evaluation keeps every annotation (the COCO GT has them too); they cannot match.
+    out = Processor(data_cfg, False, stats)(_png(), b"rects.png", *fields, 3)
+    assert out[8] == 4
+    np.testing.assert_array_equal(out[3][:4], boxes)
+    assert out[2][1, 1] == out[2][1, 3] == 128.0               # clipped to zero width
+    bad = Processor(data_cfg, True, stats)(b"\xff\xd8 not a jpeg", b"broken.jpg", *fields, 3)
+    assert not bad[0] and stats.images_skipped == 1 and stats.skipped_files == ["broken.jpg"]
