@@ -1,0 +1,169 @@
+"""Detection training from a config: strategy, data, model, loss, optimizer, callbacks.
+
+``train(cfg, run_dir=None, resume=False)`` builds everything from ``cfg`` and runs
+the generic :class:`~detector.training.engine.Trainer`; see ``tools/train.py``.
+
+Batch structure (detector.data): ``{"images" [B,S,S,3], "targets" {...}, "gt" {...}}``;
+the model sees ``images``, :class:`~detector.losses.DetectionLoss` (the model's
+``detection_loss``) sees ``targets`` and the GLOBAL positive-anchor count.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Sequence
+
+import keras
+import tensorflow as tf
+
+from detector.anchors import anchors_for_config
+from detector.callbacks import CosineAnnealing, GradientMonitor, ProfilingCallback, ScalarLogger
+from detector.config import Config, ConfigError, TrainConfig, save_config
+from detector.training.detection_eval import COCO_STATS, EXTRA_STATS, DetectionEvaluator
+from detector.training.engine import EarlyStopping, FitResult, Trainer
+from detector.training.results import find_resume_dir, new_run_dir
+from detector.training.strategy import build_strategy, configure_devices, is_chief
+
+TRAIN_METRICS = ("loss", "cls_loss", "box_loss", "depth_loss")
+VAL_METRICS = tuple(f"val_{k}" for k in COCO_STATS + EXTRA_STATS)
+
+
+@dataclass
+class TrainOutcome:
+    run_dir: Path | None
+    result: FitResult
+    steps_per_epoch: int
+
+
+def check_metric_names(cfg: Config) -> None:
+    """Fail before training if train.best_metric / early_stopping.metric can never be logged."""
+    valid = TRAIN_METRICS + VAL_METRICS
+    for key, name in (("train.best_metric", cfg.train.best_metric),
+                      ("train.early_stopping.metric", cfg.train.early_stopping.metric)):
+        if name not in valid:
+            raise ConfigError(f"{key}: unknown metric '{name}' (valid: {', '.join(valid)})")
+
+
+def build_optimizer(t: TrainConfig) -> keras.optimizers.Optimizer:
+    """AdamW or SGD+momentum with a float (assignable) learning rate; call under strategy.scope().
+
+    Weight decay skips biases and normalisation scales/offsets (decaying them only
+    fights the normalisation).
+    """
+    if t.optimizer == "adamw":
+        opt = keras.optimizers.AdamW(learning_rate=t.learning_rate, weight_decay=t.weight_decay)
+    else:
+        opt = keras.optimizers.SGD(learning_rate=t.learning_rate, momentum=t.momentum,
+                                   weight_decay=t.weight_decay or None)
+    if t.weight_decay:
+        opt.exclude_from_weight_decay(var_names=["bias", "gamma", "beta"])
+    return opt
+
+
+def epoch_seed(seed: int | None, epoch: int) -> int | None:
+    """The data seed of ``epoch``: depends only on (seed, epoch), so resumed runs see the same data."""
+    return None if seed is None else (seed * 1_000_003 + epoch) % (2 ** 31 - 1)
+
+
+def train_dataset_fn(cfg: Config) -> Callable[[int], tf.data.Dataset]:
+    from detector.data import make_dataset
+
+    def fn(epoch: int) -> tf.data.Dataset:
+        data = dataclasses.replace(cfg.data, seed=epoch_seed(cfg.data.seed, epoch))
+        return make_dataset(dataclasses.replace(cfg, data=data), "train", training=True)
+
+    return fn
+
+
+def steps_per_epoch(cfg: Config, num_train: int | None) -> int:
+    if cfg.train.steps_per_epoch is not None:
+        return cfg.train.steps_per_epoch
+    if not num_train:
+        raise ConfigError("train.steps_per_epoch: the training split size is unknown; set it explicitly")
+    return max(1, num_train // cfg.train.batch_size)
+
+
+def build_callbacks(cfg: Config, run_dir: Path | None, steps: int) -> list[keras.callbacks.Callback]:
+    t, c = cfg.train, cfg.callbacks
+    restart = t.restart_period_epochs * steps if t.restart_period_epochs else None
+    callbacks: list[keras.callbacks.Callback] = [
+        CosineAnnealing(t.learning_rate, total_steps=t.epochs * steps, warmup_steps=t.warmup_steps,
+                        min_lr=t.min_learning_rate, restart_period=restart)]
+    if run_dir is None:
+        return callbacks
+    tb = str(run_dir / "tb")
+    if c.tensorboard:
+        callbacks.append(ScalarLogger(tb, every_n_steps=c.tensorboard_every_n_steps))
+    if c.profiling.enabled:
+        callbacks.append(ProfilingCallback(tb, c.profiling.start_step, c.profiling.stop_step))
+    if c.gradient_monitor.enabled:
+        callbacks.append(GradientMonitor(tb, c.gradient_monitor.every_n_steps, c.gradient_monitor.histograms))
+    return callbacks
+
+
+def _check_batch_sizes(cfg: Config, replicas: int) -> None:
+    for key, value in (("train.batch_size", cfg.train.batch_size), ("eval.batch_size", cfg.eval.batch_size)):
+        if value % replicas:
+            raise ConfigError(f"{key}: {value} is not a multiple of the {replicas} replicas of "
+                              f"distribute.strategy={cfg.distribute.strategy}")
+
+
+def _run_dir(cfg: Config, run_dir, resume: bool, chief: bool) -> Path | None:
+    """The chief creates the run dir; other workers only need it to resume (shared file system)."""
+    if resume:
+        path = find_resume_dir(cfg, run_dir)
+        if chief:
+            save_config(cfg, path / "config.yaml")  # e.g. more epochs: the dir shows what ran last
+        return path
+    return new_run_dir(cfg, run_dir) if chief else None
+
+
+def train(cfg: Config, run_dir: str | Path | None = None, resume: bool = False,
+          strategy: tf.distribute.Strategy | None = None,
+          callbacks: Sequence[keras.callbacks.Callback] = (), progress: bool = True) -> TrainOutcome:
+    """Train the detector described by ``cfg``; returns the run dir and the fit result."""
+    from detector.data import dataset_info, make_dataset
+    from detector.model import build_detector
+
+    check_metric_names(cfg)
+    if strategy is None:
+        configure_devices(cfg.distribute)
+        strategy = build_strategy(cfg.distribute)
+    _check_batch_sizes(cfg, strategy.num_replicas_in_sync)
+    chief = is_chief(strategy)
+    path = _run_dir(cfg, run_dir, resume, chief)
+    if chief and progress:
+        print(f"run directory: {path}", file=sys.stderr, flush=True)
+
+    keras.utils.set_random_seed(cfg.train.seed)
+    info = dataset_info(cfg)
+    steps = steps_per_epoch(cfg, info.num_train)
+    with strategy.scope():
+        model = build_detector(cfg)
+        optimizer = build_optimizer(cfg.train)
+    evaluator = DetectionEvaluator(cfg, strategy, make_dataset(cfg, "val", training=False),
+                                   anchors_for_config(cfg), info.num_val, progress=progress and chief)
+    es = cfg.train.early_stopping
+    trainer = Trainer(
+        strategy=strategy, model=model, optimizer=optimizer,
+        loss_fn=lambda batch, outputs, count: model.detection_loss(batch["targets"], outputs, count),
+        forward_fn=lambda m, batch, training: m(batch["images"], training=training),
+        count_fn=lambda batch: _count_positives(batch["targets"]),
+        train_dataset_fn=train_dataset_fn(cfg), steps_per_epoch=steps, epochs=cfg.train.epochs,
+        global_batch_size=cfg.train.batch_size, eval_fn=evaluator, eval_every=cfg.eval.every_epochs,
+        callbacks=[*build_callbacks(cfg, path, steps), *callbacks], clip_norm=cfg.train.clip_norm,
+        run_dir=path, best_metric=cfg.train.best_metric, best_mode=cfg.train.best_mode,
+        early_stopping=(EarlyStopping(es.metric, es.mode, es.patience, es.min_delta)
+                        if es.enabled else None),
+        time_limit_s=cfg.train.time_limit_minutes * 60 if cfg.train.time_limit_minutes else None,
+        progress=progress, chief=chief)
+    return TrainOutcome(path, trainer.fit(resume=resume), steps)
+
+
+def _count_positives(targets) -> tf.Tensor:
+    from detector.losses import count_positives
+
+    return count_positives(targets)

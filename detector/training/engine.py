@@ -1,0 +1,297 @@
+"""Strategy-agnostic custom training loop driving standard Keras callbacks.
+
+One loop for the default strategy, MirroredStrategy, MultiWorkerMirroredStrategy
+and TPUStrategy (Keras 3 ``fit`` fails under MultiWorkerMirroredStrategy,
+detection_reference.md §9.3).  Nothing here is detection specific: the task
+supplies the model, a loss function (see :mod:`detector.training.step` for the
+contract), the optimizer, a per-epoch dataset function and an evaluation function.
+
+Reproducibility: ``train_dataset_fn(epoch)`` is called once per epoch (0-based)
+and must give that epoch's batches in an order that depends only on the epoch
+(e.g. shuffle seeded by (seed, epoch)), so that an interrupted and resumed run
+sees the same data as an uninterrupted one and ends with the same weights.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Sequence
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from detector.training.checkpoints import Checkpoints, MetricTracker
+from detector.training.progress import EpochStats, ProgressBar
+from detector.training.results import ResultsWriter, format_metrics
+from detector.training.step import TrainStep, batch_size_count, default_forward
+
+
+class NonFiniteLossError(RuntimeError):
+    """The loss became NaN or infinite; training stopped without saving the bad weights."""
+
+
+@dataclass(frozen=True)
+class EarlyStopping:
+    monitor: str = "val_AP"
+    mode: str = "max"
+    patience: int = 5          # evaluations without improvement before stopping
+    min_delta: float = 0.0
+
+
+@dataclass
+class FitResult:
+    epochs_done: int
+    step: int
+    stop_reason: str                       # completed | early_stopping | time_limit | stop_training
+    logs: dict = field(default_factory=dict)   # last epoch's logs (incl. val_* if evaluated)
+    best_value: float | None = None
+    best_epoch: int | None = None
+    last_checkpoint: str | None = None
+    best_checkpoint: str | None = None
+
+
+class Trainer:
+    """Train ``model`` for ``epochs`` epochs of ``steps_per_epoch`` global batches.
+
+    Args (keyword-only):
+      strategy: the ``tf.distribute`` strategy; ``model`` and ``optimizer`` must have
+        been created under ``strategy.scope()``.
+      train_dataset_fn: ``epoch -> tf.data.Dataset`` of GLOBAL batches (batch size
+        ``global_batch_size``, static shapes); distributed here.
+      loss_fn / forward_fn / count_fn: see :class:`detector.training.step.TrainStep`.
+      eval_fn: ``model -> {name: float}``; logged as ``val_<name>``.  Run every
+        ``eval_every`` epochs, at the last epoch and when the run stops early.
+      best_metric / best_mode: which logged metric selects ``checkpoints/best``.
+      run_dir: where results.csv, checkpoints/ and model.keras go (None: nowhere
+        except a scratch checkpoint directory).  Only the chief writes.
+      time_limit_s: stop after this much training time (train steps only).
+    """
+
+    def __init__(self, *, strategy: tf.distribute.Strategy, model: keras.Model,
+                 optimizer: keras.optimizers.Optimizer, loss_fn: Callable,
+                 train_dataset_fn: Callable[[int], tf.data.Dataset], steps_per_epoch: int,
+                 epochs: int, global_batch_size: int, forward_fn: Callable = default_forward,
+                 count_fn: Callable = batch_size_count, eval_fn: Callable | None = None,
+                 eval_every: int = 1, callbacks: Sequence[keras.callbacks.Callback] = (),
+                 clip_norm: float | None = None, run_dir: str | Path | None = None,
+                 best_metric: str | None = None, best_mode: str = "max",
+                 early_stopping: EarlyStopping | None = None, time_limit_s: float | None = None,
+                 progress: bool = True, chief: bool = True, keep_checkpoints: int = 3,
+                 export_model: bool = True):
+        self.strategy, self.model, self.optimizer = strategy, model, optimizer
+        self.train_dataset_fn, self.steps_per_epoch, self.epochs = train_dataset_fn, steps_per_epoch, epochs
+        self.global_batch_size = global_batch_size
+        self.eval_fn, self.eval_every = eval_fn, eval_every
+        self.user_callbacks = list(callbacks)
+        self.run_dir = Path(run_dir) if run_dir is not None else None
+        self.time_limit_s, self.progress, self.chief = time_limit_s, progress, chief
+        self.export_model = export_model
+        with strategy.scope():
+            if not optimizer.built:
+                optimizer.build(model.trainable_variables)
+            if getattr(model, "optimizer", None) is not optimizer:
+                model.compile(optimizer=optimizer)  # callbacks reach the optimizer via model.optimizer
+        self.step_fn = TrainStep(strategy, model, optimizer, loss_fn, forward_fn, count_fn, clip_norm)
+        self.best = MetricTracker(best_metric, best_mode, name="best") if best_metric else None
+        self.stopper = (MetricTracker(early_stopping.monitor, early_stopping.mode,
+                                      early_stopping.min_delta, name="early_stopping")
+                        if early_stopping else None)
+        self.patience = early_stopping.patience if early_stopping else None
+        trackers = {k: v for k, v in (("best", self.best), ("early_stopping", self.stopper)) if v}
+        ckpt_dir = self.run_dir / "checkpoints" if self.run_dir is not None else None
+        self.checkpoints = Checkpoints(ckpt_dir, model, optimizer, trackers, chief, keep_checkpoints)
+        self._traced: set[bool] = set()
+        self._train_time = 0.0
+
+    # ------------------------------------------------------------------ public
+
+    def fit(self, resume: bool = False) -> FitResult:
+        start_epoch = self.checkpoints.restore_last() if resume else 0
+        results = None
+        if self.chief and self.run_dir is not None:
+            results = ResultsWriter(self.run_dir / "results.csv",
+                                    keep_through_epoch=start_epoch if resume else -1)
+        callbacks = keras.callbacks.CallbackList(self.user_callbacks, model=self.model,
+                                                 epochs=self.epochs, steps=self.steps_per_epoch,
+                                                 verbose=0)
+        self.model.stop_training = False
+        stop_reason = "completed"
+        if self.stopper is not None and int(self.stopper.wait.numpy()) >= self.patience:
+            stop_reason = "early_stopping"  # the resumed run had already stopped
+            self._say("the resumed run had stopped early; nothing to train")
+        elif start_epoch >= self.epochs:
+            self._say(f"the run already completed {start_epoch} epochs; raise train.epochs to continue")
+        callbacks.on_train_begin()
+        try:
+            logs, stop_reason = self._epochs(start_epoch, callbacks, results, stop_reason)
+        except NonFiniteLossError:
+            callbacks.on_train_end({})
+            raise
+        callbacks.on_train_end(dict(logs))
+        if self.chief and self.run_dir is not None and self.export_model:
+            self._export()
+        has_best = self.best is not None and int(self.best.best_epoch.numpy()) > 0
+        return FitResult(
+            epochs_done=int(self.checkpoints.epoch.numpy()), step=self._global_step(),
+            stop_reason=stop_reason, logs=logs,
+            best_value=float(self.best.best.numpy()) if has_best else None,
+            best_epoch=int(self.best.best_epoch.numpy()) if has_best else None,
+            last_checkpoint=self.checkpoints.last.latest_checkpoint,
+            best_checkpoint=self.checkpoints.best.latest_checkpoint)
+
+    # ------------------------------------------------------------------ epoch
+
+    def _epochs(self, epoch: int, callbacks, results, stop_reason: str) -> tuple[dict, str]:
+        logs: dict = {}
+        while stop_reason == "completed" and epoch < self.epochs:
+            callbacks.on_epoch_begin(epoch)
+            logs, stop_reason = self._train_epoch(epoch, callbacks)
+            last = epoch + 1 == self.epochs or stop_reason != "completed"
+            if self.eval_fn is not None and ((epoch + 1) % self.eval_every == 0 or last):
+                val = self.eval_fn(self.model)
+                logs.update({f"val_{k}": float(v) for k, v in val.items()})
+                self._say(f"epoch {epoch + 1}/{self.epochs} val: "
+                          f"{format_metrics({k: v for k, v in logs.items() if k.startswith('val_')})}")
+            callbacks.on_epoch_end(epoch, dict(logs))
+            if self._end_epoch(epoch, logs, results) and stop_reason == "completed":
+                stop_reason = "early_stopping"
+                self._say(f"early stopping: {self.stopper.monitor} has not improved for "
+                          f"{self.patience} evaluations (best {float(self.stopper.best.numpy()):.4g})")
+            if self.model.stop_training and stop_reason == "completed":
+                stop_reason = "stop_training"
+            epoch += 1
+        return logs, stop_reason
+
+    def _train_epoch(self, epoch: int, callbacks) -> tuple[dict, str]:
+        """Run one epoch; returns (epoch logs: mean losses, lr, timing; stop reason)."""
+        iterator = iter(self.strategy.experimental_distribute_dataset(self.train_dataset_fn(epoch)))
+        bar = (ProgressBar(epoch + 1, self.epochs, self.steps_per_epoch)
+               if self.progress and self.chief else None)
+        stats = EpochStats()
+        try:
+            stop = self._steps(epoch, iterator, callbacks, bar, stats)
+        finally:
+            if bar is not None:
+                bar.close()
+        if stop == "time_limit":
+            self._say(f"time limit reached after {self._train_time / 60:.1f} min of training")
+        logs = {k: v / max(stats.done, 1) for k, v in stats.sums.items() if k != "lr"}
+        logs["lr"] = self._current_lr()
+        elapsed = time.perf_counter() - stats.start
+        if not stats.timed:  # only tracing steps ran: report them rather than nothing
+            stats.wait_s, stats.busy_s, stats.timed = 0.0, elapsed, stats.done
+        logs["epoch_time_s"] = elapsed
+        logs["images_per_s"] = stats.images_per_s(self.global_batch_size) or float("nan")
+        logs["input_wait_share"] = stats.wait_s / stats.busy_s if stats.busy_s else float("nan")
+        return logs, stop
+
+    def _steps(self, epoch: int, iterator, callbacks, bar, stats: EpochStats) -> str:
+        consumers = [c for c in self.user_callbacks if hasattr(c, "receive_gradients")]
+        for batch_idx in range(self.steps_per_epoch):
+            step = self._global_step()
+            callbacks.on_train_batch_begin(batch_idx)
+            t0 = time.perf_counter()
+            try:
+                batch = next(iterator)
+            except StopIteration:
+                self._say(f"warning: the training data ended after {batch_idx} of "
+                          f"{self.steps_per_epoch} steps in epoch {epoch + 1}")
+                return "completed"
+            t1 = time.perf_counter()
+            wanted = [c for c in consumers if c.wants_gradients(step)]
+            out = self.step_fn(batch, with_grads=bool(wanted))
+            grads = out.pop("grads", None)
+            values = {k: float(v) for k, v in out.items()}  # also waits for the step to finish
+            t2 = time.perf_counter()
+            self._train_time += t2 - t0
+            if bool(wanted) in self._traced:  # the first call of each variant traces: not timed
+                stats.wait_s += t1 - t0
+                stats.busy_s += t2 - t0
+                stats.timed += 1
+            self._traced.add(bool(wanted))
+            self._check_finite(values, step, epoch, batch_idx)
+            if wanted:
+                named = [(getattr(v, "path", v.name), np.asarray(g))
+                         for v, g in zip(self.model.trainable_variables, grads)]
+                for c in wanted:
+                    c.receive_gradients(step, named)
+            logs = self._loss_logs(values)
+            logs["lr"] = self._current_lr()
+            stats.add(logs)
+            callbacks.on_train_batch_end(batch_idx, dict(logs))
+            if bar is not None:
+                bar.update(stats.done, stats.means(), stats.images_per_s(self.global_batch_size))
+            if self.time_limit_s is not None and self._train_time >= self.time_limit_s:
+                return "time_limit"
+            if self.model.stop_training:
+                return "stop_training"
+        return "completed"
+
+    def _end_epoch(self, epoch: int, logs: dict, results: ResultsWriter | None) -> bool:
+        """Update trackers, save checkpoints, write results.csv; True = stop early."""
+        self.checkpoints.epoch.assign(epoch + 1)
+        step = self._global_step()
+        improved = False
+        evaluated = any(k.startswith("val_") for k in logs)
+        for tracker in (self.best, self.stopper):
+            if tracker is None:
+                continue
+            if tracker.monitor not in logs:
+                if tracker.monitor.startswith("val_") and not evaluated:
+                    continue  # not an evaluation epoch
+                raise ValueError(f"metric '{tracker.monitor}' is not logged; available: "
+                                 f"{', '.join(sorted(logs))}")
+            result = tracker.update(logs[tracker.monitor], epoch + 1)
+            improved = improved or (tracker is self.best and result)
+        self.checkpoints.save_last(step)
+        if improved:
+            self.checkpoints.save_best(step)
+        if results is not None:
+            results.write({"epoch": epoch + 1, "step": step, **logs})
+        return self.stopper is not None and int(self.stopper.wait.numpy()) >= self.patience
+
+    # ------------------------------------------------------------------ helpers
+
+    def _check_finite(self, values: dict, step: int, epoch: int, batch_idx: int) -> None:
+        if all(math.isfinite(v) for k, v in values.items() if k != "grad_norm"):
+            return
+        terms = ", ".join(f"{k}={v:.4g}" for k, v in values.items())
+        last = self.checkpoints.last.latest_checkpoint
+        done = int(self.checkpoints.epoch.numpy())
+        kept = (f"the last good checkpoint is kept: {last} (after epoch {done})"
+                if last else "no checkpoint had been saved yet")
+        raise NonFiniteLossError(
+            f"non-finite loss at step {step} (epoch {epoch + 1}, batch {batch_idx + 1}): {terms}; "
+            f"training stopped and {kept}. Lower train.learning_rate or check the data.")
+
+    @staticmethod
+    def _loss_logs(values: dict) -> dict:
+        logs = {"loss": values["total"]}
+        for k, v in values.items():
+            if k not in ("total", "grad_norm"):
+                logs[f"{k}_loss"] = v
+        logs["grad_norm"] = values["grad_norm"]
+        return logs
+
+    def _current_lr(self) -> float:
+        return float(keras.ops.convert_to_numpy(self.optimizer.learning_rate))
+
+    def _global_step(self) -> int:
+        return int(keras.ops.convert_to_numpy(self.optimizer.iterations))
+
+    def _export(self) -> None:
+        path = self.run_dir / "model.keras"
+        try:
+            self.model.save(path)
+        except Exception as e:  # the checkpoints are still there; don't lose the run over it
+            self._say(f"warning: could not export {path}: {type(e).__name__}: {e}")
+
+    def _say(self, message: str) -> None:
+        if self.chief:
+            print(message, file=sys.stderr, flush=True)
+

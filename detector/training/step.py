@@ -1,0 +1,100 @@
+"""The distributed train step: one ``tf.function`` around ``strategy.run``.
+
+Loss contract (the one :class:`detector.losses.DetectionLoss` follows): for a
+per-replica batch, ``loss_fn(batch, outputs, global_count)`` returns a dict of
+scalar tensors with a ``"total"`` key, each a *partial sum* normalised by the
+GLOBAL count, so that summing the per-replica values over replicas gives the loss
+of the whole global batch, and summing per-replica gradients gives its gradient.
+``count_fn(batch)`` gives the replica's local count (e.g. positive anchors); the
+step all-reduces it (SUM) before calling the loss.
+
+Gradients are all-reduced here, not only inside the optimizer, because clipping
+must use the norm of the GLOBAL gradient (Keras' own ``clipnorm`` clips each
+replica's partial gradient).  The Keras 3 optimizer then all-reduces what it is
+given once more (``TFOptimizer._all_reduce_sum_gradients``), so it receives
+``clipped_global_grad / num_replicas`` on every replica; for a power-of-two
+replica count this reproduces the global gradient bit for bit.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import keras
+import tensorflow as tf
+
+SUM = tf.distribute.ReduceOp.SUM
+
+ForwardFn = Callable[[keras.Model, Any, bool], Any]
+LossFn = Callable[[Any, Any, tf.Tensor], dict]
+CountFn = Callable[[Any], tf.Tensor]
+
+
+def default_forward(model: keras.Model, batch: Any, training: bool) -> Any:
+    """``batch`` is ``(inputs, targets)``; the model sees ``inputs``."""
+    return model(batch[0], training=training)
+
+
+def batch_size_count(batch: Any) -> tf.Tensor:
+    """Count = examples in the replica batch (a mean-style loss over the global batch)."""
+    first = tf.nest.flatten(batch)[0]
+    return tf.cast(tf.shape(first)[0], tf.float32)
+
+
+class TrainStep:
+    """Callable ``step(distributed_batch, with_grads) -> dict`` of host-side tensors.
+
+    Returned dict: every loss term summed over replicas (global-batch loss),
+    ``"grad_norm"`` (global norm of the gradient before clipping) and, when
+    ``with_grads``, ``"grads"``: the list of all-reduced, unclipped gradients in
+    ``model.trainable_variables`` order (for :class:`GradientMonitor`).
+    """
+
+    def __init__(self, strategy: tf.distribute.Strategy, model: keras.Model,
+                 optimizer: keras.optimizers.Optimizer, loss_fn: LossFn,
+                 forward_fn: ForwardFn = default_forward, count_fn: CountFn = batch_size_count,
+                 clip_norm: float | None = None):
+        self.strategy, self.model, self.optimizer = strategy, model, optimizer
+        self.loss_fn, self.forward_fn, self.count_fn = loss_fn, forward_fn, count_fn
+        self.clip_norm = clip_norm
+        self._fns = {flag: tf.function(self._make(flag), reduce_retracing=True)
+                     for flag in (False, True)}
+
+    def __call__(self, batch: Any, with_grads: bool = False) -> dict:
+        return self._fns[bool(with_grads)](batch)
+
+    def _replica_step(self, batch: Any):
+        ctx = tf.distribute.get_replica_context()
+        n = self.strategy.num_replicas_in_sync
+        variables = self.model.trainable_variables
+        count = ctx.all_reduce(SUM, tf.cast(self.count_fn(batch), tf.float32))
+        with tf.GradientTape() as tape:
+            outputs = self.forward_fn(self.model, batch, True)
+            losses = dict(self.loss_fn(batch, outputs, count))
+            if "total" not in losses:
+                raise ValueError(f"the loss function must return a 'total' term, got {sorted(losses)}")
+            total = losses["total"]
+            if self.model.losses:  # regularisers: identical on every replica, so split them
+                total = total + tf.add_n(self.model.losses) / n
+                losses["total"] = total
+        grads = tape.gradient(total, variables)
+        grads = [tf.zeros_like(v) if g is None else g for g, v in zip(grads, variables)]
+        grads = ctx.all_reduce(SUM, grads)
+        norm = tf.linalg.global_norm(grads)
+        clipped = grads
+        if self.clip_norm is not None:
+            clipped, _ = tf.clip_by_global_norm(grads, self.clip_norm, use_norm=norm)
+        self.optimizer.apply_gradients(zip([g / n for g in clipped], variables))
+        return losses, norm, grads
+
+    def _make(self, with_grads: bool):
+        def step(batch):
+            losses, norm, grads = self.strategy.run(self._replica_step, args=(batch,))
+            out = {k: self.strategy.reduce(SUM, v, axis=None) for k, v in losses.items()}
+            # grads and norm are already identical on every replica: take the first copy.
+            out["grad_norm"] = self.strategy.experimental_local_results(norm)[0]
+            if with_grads:
+                out["grads"] = [self.strategy.experimental_local_results(g)[0] for g in grads]
+            return out
+
+        return step

@@ -1,0 +1,46 @@
+"""A tiny regression "task" for engine tests: Dense model, fixed data, sum-style loss.
+
+Not a test file; imported by tests/training and tests/callbacks.
+"""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+NUM_EXAMPLES, BATCH = 64, 8
+X = np.random.default_rng(0).normal(size=(NUM_EXAMPLES, 4)).astype("float32")
+Y = np.stack([X[:, 0] * 2 - X[:, 1], np.sin(X[:, 2]) + X[:, 3]], axis=1).astype("float32")
+
+
+def make_model(seed: int = 0) -> keras.Model:
+    keras.utils.set_random_seed(seed)
+    inputs = keras.Input((4,))
+    h = keras.layers.Dense(8, activation="tanh", name="hidden")(inputs)
+    out = keras.layers.Dense(2, name="out")(h)
+    return keras.Model(inputs, out, name="toy")
+
+
+def dataset_fn(seed: int = 0, batch: int = BATCH):
+    """epoch -> dataset whose order depends only on (seed, epoch)."""
+
+    def fn(epoch: int) -> tf.data.Dataset:
+        ds = tf.data.Dataset.from_tensor_slices((X, Y))
+        ds = ds.shuffle(NUM_EXAMPLES, seed=seed * 100003 + epoch, reshuffle_each_iteration=False)
+        return ds.batch(batch, drop_remainder=True).repeat()
+
+    return fn
+
+
+def loss_fn(batch, outputs, count):
+    """Squared error summed over the replica batch, divided by the GLOBAL example count."""
+    err = tf.square(outputs - batch[1])
+    cls = tf.reduce_sum(err[:, 0]) / count
+    box = tf.reduce_sum(err[:, 1]) / count
+    return {"total": cls + box, "cls": cls, "box": box}
+
+
+def numpy_loss(model, x, y) -> float:
+    out = model(x, training=False).numpy()
+    return float(np.mean(np.sum((out - y) ** 2, axis=1)))
