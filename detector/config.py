@@ -40,12 +40,12 @@ class ConfigError(ValueError):
 class SyntheticConfig:
     """Procedurally generated dataset written once to ``cache_dir`` as COCO-JSON."""
 
-    num_train: int = 2000
-    num_val: int = 300
+    num_train: int = 2000  # train images
+    num_val: int = 300  # val images
     height: int = 256          # generated image height in pixels
     width: int = 256           # generated image width in pixels
-    seed: int = 0
-    cache_dir: str = "~/.cache/detector/synthetic"
+    seed: int = 0  # generator seed (changing any key regenerates)
+    cache_dir: str = "~/.cache/detector/synthetic"  # generated once into a sub-folder named by a hash of these keys
     max_objects: int = 10      # objects per non-empty image: uniform 1..max_objects
     empty_fraction: float = 0.08   # share of images without any object
     crowd_fraction: float = 0.06   # share of images with one iscrowd cluster
@@ -56,7 +56,7 @@ class SyntheticConfig:
 class AugmentConfig:
     """Training-time augmentation (never applied to the val split)."""
 
-    backend: Literal["albumentations", "tf", "none"] = "albumentations"
+    backend: Literal["albumentations", "tf", "none"] = "albumentations"  # tf: no Python in the pipeline (TPU hosts)
     hflip: float = 0.5                         # probability of a horizontal flip
     scale: tuple[float, float] = (0.75, 1.25)  # random rescale range, then crop/pad
     crop_prob: float = 0.5                     # probability of a box-safe random crop
@@ -69,25 +69,25 @@ class AugmentConfig:
 
 @dataclass(frozen=True)
 class DataConfig:
-    source: Literal["synthetic", "coco_json", "voc", "tfds"] = "synthetic"
+    source: Literal["synthetic", "coco_json", "voc", "tfds"] = "synthetic"  # where images and annotations come from
     classes: tuple[str, ...] = ()              # class names; index = class id
     image_size: int = 256                      # square network input, multiple of 2**max_level
     max_boxes: int = 100                       # ground-truth padding for evaluation
     # coco_json: annotation files and image folders
-    train_json: Optional[str] = None
-    train_images: Optional[str] = None
-    val_json: Optional[str] = None
-    val_images: Optional[str] = None
+    train_json: Optional[str] = None  # coco_json: train annotation file
+    train_images: Optional[str] = None  # coco_json: train image folder
+    val_json: Optional[str] = None  # coco_json: val annotation file
+    val_images: Optional[str] = None  # coco_json: val image folder
     # voc: dataset root holding Annotations/, JPEGImages/, ImageSets/Main/
-    voc_root: Optional[str] = None
+    voc_root: Optional[str] = None  # voc: folder with Annotations/, JPEGImages/, ImageSets/Main/
     train_split: str = "train"                 # split name (VOC image set / tfds split)
-    val_split: str = "val"
+    val_split: str = "val"  # val split name (VOC image set / tfds split)
     # tfds: builder name and data dir (coco/2017, kitti)
-    tfds_name: Optional[str] = None
-    tfds_data_dir: Optional[str] = None
+    tfds_name: Optional[str] = None  # tfds: builder name, e.g. coco/2017 or kitti
+    tfds_data_dir: Optional[str] = None  # tfds: data dir (null = tfds default)
     synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
-    shuffle_buffer: int = 1024
+    shuffle_buffer: int = 1024  # training shuffle buffer (images)
     num_parallel_calls: int = -1               # -1 = tf.data.AUTOTUNE
     seed: Optional[int] = 0                    # null = non-deterministic
     cache_images: bool = True                  # keep encoded image bytes in memory
@@ -97,17 +97,17 @@ class DataConfig:
 
 @dataclass(frozen=True)
 class AnchorConfig:
-    num_scales: int = 3
+    num_scales: int = 3  # octave sub-scales per level
     aspect_ratios: tuple[float, ...] = (0.5, 1.0, 2.0)   # width / height
     anchor_size: float = 4.0                              # base size = anchor_size * stride
 
 
 @dataclass(frozen=True)
 class BackboneConfig:
-    name: Literal["small_cnn", "mobilenet_v2", "resnet50"] = "small_cnn"
-    weights: Optional[Literal["imagenet"]] = None
+    name: Literal["small_cnn", "mobilenet_v2", "resnet50"] = "small_cnn"  # feature extractor
+    weights: Optional[Literal["imagenet"]] = None  # imagenet downloads keras.applications weights (only when asked)
     width: int = 32                            # small_cnn base channel count
-    freeze_bn: bool = False
+    freeze_bn: bool = False  # keep backbone BatchNorm in inference mode (fine-tuning)
     alpha: float = 1.0                         # mobilenet_v2 width multiplier (imagenet: 0.35..1.4)
     blocks: tuple[int, int, int] = (2, 3, 2)   # small_cnn stride-1 blocks in stages 3, 4, 5
 
@@ -115,113 +115,113 @@ class BackboneConfig:
 @dataclass(frozen=True)
 class ModelConfig:
     backbone: BackboneConfig = field(default_factory=BackboneConfig)
-    min_level: int = 3
-    max_level: int = 5
-    fpn_channels: int = 64
-    head_convs: int = 2
-    head_channels: int = 64
+    min_level: int = 3  # finest pyramid level (stride 2**min_level)
+    max_level: int = 5  # coarsest pyramid level
+    fpn_channels: int = 64  # FPN feature channels
+    head_convs: int = 2  # conv layers in each class/box tower
+    head_channels: int = 64  # channels of the tower convs
     anchors: AnchorConfig = field(default_factory=AnchorConfig)
-    prior_probability: float = 0.01
-    box_scale_factors: tuple[float, float, float, float] = (10.0, 10.0, 5.0, 5.0)
+    prior_probability: float = 0.01  # initial foreground probability of the class logits
+    box_scale_factors: tuple[float, float, float, float] = (10.0, 10.0, 5.0, 5.0)  # box coder (sy, sx, sh, sw) multipliers
     separable: bool = True                     # depthwise-separable convs in FPN and heads
-    activation: Literal["relu", "swish"] = "relu"
+    activation: Literal["relu", "swish"] = "relu"  # activation in backbone, FPN and heads
     depth_head: Literal["box_tower", "own_tower"] = "box_tower"   # depth predictor's tower
     depth_prior: float = 10.0                  # metres; depth predictor bias = log(depth_prior)
 
 
 @dataclass(frozen=True)
 class MatchingConfig:
-    positive_iou: float = 0.5
-    negative_iou: float = 0.4
-    force_match: bool = True
+    positive_iou: float = 0.5  # anchor IoU >= this: positive
+    negative_iou: float = 0.4  # anchor IoU < this: background; in between: ignored
+    force_match: bool = True  # every box also claims its best anchor
 
 
 @dataclass(frozen=True)
 class LossConfig:
-    focal_alpha: float = 0.25
-    focal_gamma: float = 2.0
-    huber_delta: float = 1.0
-    cls_weight: float = 1.0
-    box_weight: float = 0.7
-    depth_weight: float = 0.3
-    depth_loss: Literal["huber", "squared"] = "huber"
-    weighting: Literal["fixed", "uncertainty"] = "fixed"
+    focal_alpha: float = 0.25  # focal loss weight of positives (negatives get 1 - alpha)
+    focal_gamma: float = 2.0  # focal loss focusing exponent
+    huber_delta: float = 1.0  # Huber transition point (box codes and log-depth)
+    cls_weight: float = 1.0  # weight of the focal term
+    box_weight: float = 0.7  # weight of the box Huber term
+    depth_weight: float = 0.3  # weight of the log-depth term
+    depth_loss: Literal["huber", "squared"] = "huber"  # error on log-depth
+    weighting: Literal["fixed", "uncertainty"] = "fixed"  # fixed weights, or learned task uncertainty (Kendall et al.)
 
 
 @dataclass(frozen=True)
 class EarlyStoppingConfig:
-    enabled: bool = False
-    metric: str = "val_AP"
-    mode: Literal["max", "min"] = "max"
-    patience: int = 5
-    min_delta: float = 0.0
+    enabled: bool = False  # stop when the metric stops improving
+    metric: str = "val_AP"  # a results.csv column, e.g. val_AP or val_loss
+    mode: Literal["max", "min"] = "max"  # max: higher is better
+    patience: int = 5  # evaluations without improvement before stopping
+    min_delta: float = 0.0  # smallest change that counts as improvement
 
 
 @dataclass(frozen=True)
 class TrainConfig:
-    epochs: int = 20
+    epochs: int = 20  # passes over the train split (or steps_per_epoch steps)
     steps_per_epoch: Optional[int] = None      # cap per epoch; null = whole split
-    batch_size: int = 16
-    optimizer: Literal["adamw", "sgd"] = "adamw"
-    learning_rate: float = 2e-3
-    weight_decay: float = 1e-4
-    momentum: float = 0.9
-    warmup_steps: int = 200
-    min_learning_rate: float = 0.0
+    batch_size: int = 16  # global batch size (split across replicas)
+    optimizer: Literal["adamw", "sgd"] = "adamw"  # AdamW or SGD with momentum
+    learning_rate: float = 2e-3  # peak rate of the cosine schedule
+    weight_decay: float = 1e-4  # decoupled weight decay
+    momentum: float = 0.9  # SGD momentum
+    warmup_steps: int = 200  # linear warm-up steps
+    min_learning_rate: float = 0.0  # floor of the cosine schedule
     restart_period_epochs: Optional[int] = None   # cosine warm restarts; null = none
-    clip_norm: Optional[float] = 10.0
-    seed: int = 0
-    best_metric: str = "val_AP"
-    best_mode: Literal["max", "min"] = "max"
+    clip_norm: Optional[float] = 10.0  # clip gradients by global norm; null = off
+    seed: int = 0  # weights init and data order
+    best_metric: str = "val_AP"  # results.csv column that selects checkpoints/best
+    best_mode: Literal["max", "min"] = "max"  # max: higher is better
     early_stopping: EarlyStoppingConfig = field(default_factory=EarlyStoppingConfig)
     time_limit_minutes: Optional[float] = None     # stop after this much training time
 
 
 @dataclass(frozen=True)
 class EvalConfig:
-    every_epochs: int = 1
-    batch_size: int = 16
-    score_threshold: float = 0.05
-    pre_nms_top_k: int = 1000
-    nms_iou: float = 0.5
-    max_detections: int = 100
-    class_agnostic_nms: bool = False
+    every_epochs: int = 1  # evaluate on the val split every N epochs (and at the end)
+    batch_size: int = 16  # val batch size
+    score_threshold: float = 0.05  # drop detections below this score before NMS
+    pre_nms_top_k: int = 1000  # candidates (anchor x class) kept before NMS
+    nms_iou: float = 0.5  # NMS IoU threshold
+    max_detections: int = 100  # detections per image after NMS
+    class_agnostic_nms: bool = False  # NMS across classes instead of per class
     steps: Optional[int] = None                 # cap on val batches; null = whole split
 
 
 @dataclass(frozen=True)
 class ProfilingConfig:
-    enabled: bool = False
-    start_step: int = 10
-    stop_step: int = 15
+    enabled: bool = False  # capture a TensorFlow profiler trace into tb/
+    start_step: int = 10  # first profiled step (after the compiling steps)
+    stop_step: int = 15  # profiling stops before this step
 
 
 @dataclass(frozen=True)
 class GradientMonitorConfig:
-    enabled: bool = False
-    every_n_steps: int = 100
-    histograms: bool = True
+    enabled: bool = False  # per-layer gradient norms to TensorBoard
+    every_n_steps: int = 100  # monitoring interval
+    histograms: bool = True  # also write gradient histograms
 
 
 @dataclass(frozen=True)
 class CallbacksConfig:
     profiling: ProfilingConfig = field(default_factory=ProfilingConfig)
     gradient_monitor: GradientMonitorConfig = field(default_factory=GradientMonitorConfig)
-    tensorboard: bool = True
+    tensorboard: bool = True  # write TensorBoard logs into tb/
     tensorboard_every_n_steps: int = 10        # per-step scalars (losses, lr) every N steps
 
 
 @dataclass(frozen=True)
 class DistributeConfig:
-    strategy: Literal["default", "mirrored", "multi_worker", "tpu"] = "default"
+    strategy: Literal["default", "mirrored", "multi_worker", "tpu"] = "default"  # tf.distribute strategy
     num_cpu_devices: int = 1          # >1 splits the CPU into logical devices (tests, demos)
-    tpu_address: Optional[str] = None
+    tpu_address: Optional[str] = None  # TPU name or grpc:// address (tpu strategy)
 
 
 @dataclass(frozen=True)
 class Config:
-    name: str = "run"
-    run_root: str = "runs"
+    name: str = "run"  # run name; run directories are <run_root>/<name>-<timestamp>
+    run_root: str = "runs"  # folder holding run directories
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     matching: MatchingConfig = field(default_factory=MatchingConfig)

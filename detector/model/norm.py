@@ -21,6 +21,12 @@ import tensorflow as tf
 class FusedBatchNorm(keras.layers.BatchNormalization):
     """Drop-in ``keras.layers.BatchNormalization`` (axis -1) with a fused training path."""
 
+    def __init__(self, momentum: float = 0.9, **kwargs):
+        # 0.9 rather than Keras' 0.99: a short from-scratch run changes its weights faster
+        # than a 0.99 moving average (~100 steps) can follow, and the lagging statistics
+        # made inference-mode scores collapse to the prior for the first epochs.
+        super().__init__(momentum=momentum, **kwargs)
+
     def _can_fuse(self, inputs, mask) -> bool:
         return (mask is None and len(inputs.shape) == 4 and self.axis in (-1, 3) and not self.renorm
                 and not self.synchronized and self.scale and self.center
