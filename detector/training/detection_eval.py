@@ -11,21 +11,25 @@ Reported names (the engine prefixes ``val_``): the 12 COCO stats ``AP AP50 AP75
 APs APm APl AR1 AR10 AR100 ARs ARm ARl`` (-1 where COCO gives -1, e.g. no small
 objects), ``loss`` (mean over batches of the detection loss), and
 ``depth_abs_rel``: mean ``|d_pred - d_true| / d_true`` over positive anchors with
-known depth (absent when the val set has no depth).
+known depth (absent when the val set has no depth), and ``depth_error``: the same
+relative error on DETECTIONS greedily matched to GT (IoU >= 0.5, same class; see
+:mod:`detector.evaluation.depth`), absent when no detection matched a GT with depth.
 """
 
 from __future__ import annotations
 
 import sys
 import time
+from typing import Callable
 
 import numpy as np
 import tensorflow as tf
 
 from detector.config import Config
+from detector.evaluation.depth import DepthError
 
 COCO_STATS = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl")
-EXTRA_STATS = ("loss", "depth_abs_rel")
+EXTRA_STATS = ("loss", "depth_abs_rel", "depth_error")
 SUM = tf.distribute.ReduceOp.SUM
 
 
@@ -36,9 +40,12 @@ def network_to_original_xywh(boxes_yxyx, scale, original_size) -> np.ndarray:
       boxes_yxyx: ``[B, D, 4]`` in the letterboxed network input (image at the
         top-left, scaled by ``scale`` network px per original px, padded bottom/right).
       scale: ``[B]``; original_size: ``[B, 2]`` (h, w) of the original images.
-    Returns float32 ``[B, D, 4]``, clipped to the original image.
+    Returns float32 ``[B, D, 4]``, clipped to the original image.  Padding images
+    (``scale`` 0, original size 0) give all-zero boxes.
     """
-    b = np.asarray(boxes_yxyx, np.float64) / np.asarray(scale, np.float64)[:, None, None]
+    scale = np.asarray(scale, np.float64)
+    scale = np.where(scale > 0, scale, 1.0)   # padded images: avoid 0/0, their size clips to 0
+    b = np.asarray(boxes_yxyx, np.float64) / scale[:, None, None]
     hw = np.asarray(original_size, np.float64)
     h, w = hw[:, 0][:, None], hw[:, 1][:, None]
     y1, x1 = np.clip(b[..., 0], 0, h), np.clip(b[..., 1], 0, w)
@@ -68,6 +75,12 @@ class DetectionEvaluator:
         self.capacity = max(2 ** 18, slots)
         self._step = None
         self._metric = None
+        self.depth_pairs = 0   # matched (detection, GT with depth) pairs of the last evaluation
+
+    @property
+    def metric(self):
+        """The :class:`MeanAveragePrecision` of the last evaluation (None before the first)."""
+        return self._metric
 
     def _replica(self, model, images, targets):
         from detector.losses import count_positives
@@ -82,7 +95,7 @@ class DetectionEvaluator:
         # depth head predicts log(metres); targets["depth"] is log(metres) too
         rel = tf.abs(tf.exp(outputs["depth"] - targets["depth"]) - 1.0)
         depth_sum = tf.reduce_sum(tf.where(mask > 0, rel, 0.0))
-        return ({"boxes": dets["boxes"], "scores": dets["scores"], "classes": dets["classes"]},
+        return ({k: dets[k] for k in ("boxes", "scores", "classes", "depth")},
                 loss, depth_sum, tf.reduce_sum(mask))
 
     def _make_step(self, model):
@@ -111,7 +124,14 @@ class DetectionEvaluator:
 
         return self.strategy.experimental_distribute_values_from_function(per_replica)
 
-    def __call__(self, model) -> dict:
+    def __call__(self, model, sink: Callable[[dict, dict], None] | None = None) -> dict:
+        """Evaluate ``model``; returns ``{name: float}`` (names in the module docstring).
+
+        ``sink(gt, detections)``, if given, receives every batch on the host as numpy:
+        the pipeline ``gt`` dict and ``{"boxes_xywh" float32 [B,D,4] original-image
+        pixels (exactly what the metric saw), "scores" float32 [B,D], "classes" int32
+        [B,D] (-1 pad), "depth" float32 [B,D] metres}`` (e.g. to write COCO results).
+        """
         from detector.metrics.coco_map import MeanAveragePrecision
 
         if self._step is None:
@@ -125,6 +145,7 @@ class DetectionEvaluator:
                 gt, dets, valid=valid))
         metric = self._metric
         metric.reset_state()
+        depth_error = DepthError()
         losses, depth_sum, depth_n, batches = [], 0.0, 0.0, 0
         t0 = time.perf_counter()
         for batch in self.dataset:
@@ -133,10 +154,14 @@ class DetectionEvaluator:
             images, targets = self._split(batch)
             dets, loss, d_sum, d_n = self._step(images, targets)
             gt = batch["gt"]
-            self._update(gt, {
-                "boxes_xywh": network_to_original_xywh(dets["boxes"].numpy(), gt["scale"].numpy(),
-                                                       gt["original_size"].numpy()),
-                "scores": dets["scores"], "classes": dets["classes"]}, gt["valid"])
+            gt_np = {k: v.numpy() for k, v in gt.items()}
+            dets_np = {"boxes_xywh": network_to_original_xywh(dets["boxes"].numpy(), gt_np["scale"],
+                                                              gt_np["original_size"]),
+                       **{k: dets[k].numpy() for k in ("scores", "classes", "depth")}}
+            self._update(gt, {k: dets_np[k] for k in ("boxes_xywh", "scores", "classes")}, gt["valid"])
+            depth_error.update(gt_np, dets_np, gt_np["valid"])
+            if sink is not None:
+                sink(gt_np, dets_np)
             losses.append(float(loss))
             depth_sum, depth_n = depth_sum + float(d_sum), depth_n + float(d_n)
             batches += 1
@@ -146,6 +171,9 @@ class DetectionEvaluator:
         stats["loss"] = float(np.mean(losses))
         if depth_n > 0:
             stats["depth_abs_rel"] = depth_sum / depth_n
+        if depth_error.count > 0:
+            stats["depth_error"] = depth_error.result()
+        self.depth_pairs = depth_error.count
         if self.progress:
             print(f"evaluated {batches} val batches in {time.perf_counter() - t0:.1f} s",
                   file=sys.stderr, flush=True)

@@ -6,6 +6,10 @@ the generic :class:`~detector.training.engine.Trainer`; see ``tools/train.py``.
 Batch structure (detector.data): ``{"images" [B,S,S,3], "targets" {...}, "gt" {...}}``;
 the model sees ``images``, :class:`~detector.losses.DetectionLoss` (the model's
 ``detection_loss``) sees ``targets`` and the GLOBAL positive-anchor count.
+
+Besides the losses, every train step updates two anchor-level metrics of the
+classification head (:class:`AnchorMetrics`), logged per epoch as
+``anchor_recall`` and ``anchor_best_f1`` (results.csv columns).
 """
 
 from __future__ import annotations
@@ -27,8 +31,69 @@ from detector.training.engine import EarlyStopping, FitResult, Trainer
 from detector.training.results import find_resume_dir, new_run_dir
 from detector.training.strategy import build_strategy, configure_devices, is_chief
 
-TRAIN_METRICS = ("loss", "cls_loss", "box_loss", "depth_loss")
+ANCHOR_METRICS = ("anchor_recall", "anchor_best_f1")
+TRAIN_METRICS = ("loss", "cls_loss", "box_loss", "depth_loss", *ANCHOR_METRICS)
 VAL_METRICS = tuple(f"val_{k}" for k in COCO_STATS + EXTRA_STATS)
+
+
+class AnchorMetrics:
+    """Anchor-level recall and best F1 of the classification head, over one epoch.
+
+    Every (anchor, class) pair of a train batch is one binary decision: positive when
+    the anchor's target class (``targets["cls"]`` >= 0) is that class, scored by
+    ``sigmoid(cls_logits)`` of the training forward pass.  Negative anchors (-1)
+    contribute all-negative rows; ignored anchors (-2) are left out (label -1).
+    ``anchor_recall``: :class:`BinaryRecall` at 0.5; ``anchor_best_f1``:
+    :class:`OptimalF1` over ``num_thresholds`` thresholds 0, 1/(T-1), ..., 1 (21 keeps
+    the per-step cost low).  Create under ``strategy.scope()``: the counts are
+    SUM-synchronised, so the values read in :meth:`results` are those of the global data.
+    """
+
+    def __init__(self, num_classes: int, num_thresholds: int = 21):
+        from detector.metrics import BinaryRecall, OptimalF1
+
+        self.num_classes = int(num_classes)
+        self.recall = BinaryRecall(threshold=0.5, name="anchor_recall")
+        self.best_f1 = OptimalF1(num_thresholds=num_thresholds, name="anchor_best_f1")
+
+    def update(self, batch, outputs) -> None:
+        """Replica-context update from a per-replica batch and the model outputs."""
+        from detector.matching import IGNORE
+
+        cls = batch["targets"]["cls"]                             # int32 [B, N]
+        y_true = tf.one_hot(cls, self.num_classes)                # negative ids -> all-zero rows
+        # label -1 = ignored by the metrics; ~1.5x cheaper than a broadcast sample weight
+        y_true = tf.where(tf.equal(cls, IGNORE)[..., None], -1.0, y_true)
+        prob = tf.sigmoid(outputs["cls_logits"])
+        self.recall.update_state(y_true, prob)
+        self.best_f1.update_state(y_true, prob)
+
+    def reset(self) -> None:
+        self.recall.reset_state()
+        self.best_f1.reset_state()
+
+    def results(self) -> dict[str, float]:
+        """Epoch values; call in cross-replica context (``with strategy.scope()``)."""
+        return {"anchor_recall": float(self.recall.result()),
+                "anchor_best_f1": float(self.best_f1.result())}
+
+
+class DetectorTrainer(Trainer):
+    """:class:`Trainer` that also updates :class:`AnchorMetrics` in every train step and
+    adds their epoch values to the epoch logs (reset at the start of each epoch)."""
+
+    def __init__(self, *, anchor_metrics: AnchorMetrics, **kwargs):
+        super().__init__(**kwargs)
+        self.anchor_metrics = anchor_metrics
+        self.step_fn.metrics_fn = anchor_metrics.update   # set before the first trace
+
+    def _train_epoch(self, epoch: int, callbacks):
+        with self.strategy.scope():   # cross-replica context: reads sum the replicas
+            self.anchor_metrics.reset()
+        logs, stop = super()._train_epoch(epoch, callbacks)
+        with self.strategy.scope():
+            logs.update(self.anchor_metrics.results())
+        return logs, stop
 
 
 @dataclass
@@ -144,11 +209,12 @@ def train(cfg: Config, run_dir: str | Path | None = None, resume: bool = False,
     with strategy.scope():
         model = build_detector(cfg)
         optimizer = build_optimizer(cfg.train)
+        anchor_metrics = AnchorMetrics(cfg.num_classes)
     evaluator = DetectionEvaluator(cfg, strategy, make_dataset(cfg, "val", training=False),
                                    anchors_for_config(cfg), info.num_val, progress=progress and chief)
     es = cfg.train.early_stopping
-    trainer = Trainer(
-        strategy=strategy, model=model, optimizer=optimizer,
+    trainer = DetectorTrainer(
+        anchor_metrics=anchor_metrics, strategy=strategy, model=model, optimizer=optimizer,
         loss_fn=lambda batch, outputs, count: model.detection_loss(batch["targets"], outputs, count),
         forward_fn=lambda m, batch, training: m(batch["images"], training=training),
         count_fn=lambda batch: _count_positives(batch["targets"]),

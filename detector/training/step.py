@@ -28,6 +28,7 @@ SUM = tf.distribute.ReduceOp.SUM
 ForwardFn = Callable[[keras.Model, Any, bool], Any]
 LossFn = Callable[[Any, Any, tf.Tensor], dict]
 CountFn = Callable[[Any], tf.Tensor]
+MetricsFn = Callable[[Any, Any], None]
 
 
 def default_forward(model: keras.Model, batch: Any, training: bool) -> Any:
@@ -48,15 +49,21 @@ class TrainStep:
     ``"grad_norm"`` (global norm of the gradient before clipping) and, when
     ``with_grads``, ``"grads"``: the list of all-reduced, unclipped gradients in
     ``model.trainable_variables`` order (for :class:`GradientMonitor`).
+
+    ``metrics_fn(batch, outputs)``, if set (argument or attribute, before the first
+    call: it is traced in), runs in the replica context after the forward pass to
+    update streaming metrics (Keras metrics created under ``strategy.scope()``);
+    it returns nothing and its results are read by the caller.
     """
 
     def __init__(self, strategy: tf.distribute.Strategy, model: keras.Model,
                  optimizer: keras.optimizers.Optimizer, loss_fn: LossFn,
                  forward_fn: ForwardFn = default_forward, count_fn: CountFn = batch_size_count,
-                 clip_norm: float | None = None):
+                 clip_norm: float | None = None, metrics_fn: MetricsFn | None = None):
         self.strategy, self.model, self.optimizer = strategy, model, optimizer
         self.loss_fn, self.forward_fn, self.count_fn = loss_fn, forward_fn, count_fn
         self.clip_norm = clip_norm
+        self.metrics_fn = metrics_fn
         self._fns = {flag: tf.function(self._make(flag), reduce_retracing=True)
                      for flag in (False, True)}
 
@@ -78,6 +85,8 @@ class TrainStep:
                 total = total + tf.add_n(self.model.losses) / n
                 losses["total"] = total
         grads = tape.gradient(total, variables)
+        if self.metrics_fn is not None:
+            self.metrics_fn(batch, tf.nest.map_structure(tf.stop_gradient, outputs))
         grads = [tf.zeros_like(v) if g is None else g for g, v in zip(grads, variables)]
         grads = ctx.all_reduce(SUM, grads)
         norm = tf.linalg.global_norm(grads)

@@ -158,7 +158,7 @@ def test_missing_file_and_model_mode_exit_2_without_traceback(tmp_path):
     assert proc.returncode == 2 and "nope.json: cannot read file" in proc.stderr
     assert "Traceback" not in proc.stderr
     code, _, err = _run_in_process(["--config", "x.yaml", "--checkpoint", "ckpt", "--json"])
-    assert code == 2 and "model mode" in err and "not available yet" in err
+    assert code == 2 and "config file 'x.yaml' not found" in err
     code, _, err = _run_in_process(["--gt", "gt.json"])
     assert code == 2 and "--detections" in err
 
