@@ -116,7 +116,7 @@ def test_anchor_metrics_global_values(replicas, request):
     strategy = (request.getfixturevalue("two_replica_strategy") if replicas == 2
                 else tf.distribute.get_strategy())
     with strategy.scope():
-        metrics = AnchorMetrics(num_classes=3)
+        metrics = AnchorMetrics(num_classes=3, sample_images=4)   # every image of the batch
     cls, logits = _anchor_batch()
     ref_recall, ref_f1 = _reference(cls, logits)
     assert 0.2 < ref_recall < 0.8 and 0.1 < ref_f1 < 0.9     # a non-trivial case
@@ -128,3 +128,13 @@ def test_anchor_metrics_global_values(replicas, request):
             got = metrics.results()
         assert got["anchor_recall"] == pytest.approx(ref_recall, abs=1e-6)
         assert got["anchor_best_f1"] == pytest.approx(ref_f1, abs=1e-6)
+
+
+def test_anchor_metrics_sample_the_first_images_of_a_batch():
+    metrics = AnchorMetrics(num_classes=3, sample_images=1)
+    cls, logits = _anchor_batch()
+    _run_update(tf.distribute.get_strategy(), metrics, cls, logits)
+    ref_recall, ref_f1 = _reference(cls[:1], logits[:1])
+    got = metrics.results()
+    assert got["anchor_recall"] == pytest.approx(ref_recall, abs=1e-6)
+    assert got["anchor_best_f1"] == pytest.approx(ref_f1, abs=1e-6)
