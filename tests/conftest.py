@@ -35,6 +35,20 @@ def _split_cpu() -> None:
 _split_cpu()
 
 
+@pytest.fixture(autouse=True)
+def _fresh_collective_keys():
+    """Give every MirroredStrategy of a test its own collective-op keys.
+
+    Collective instances are cached process-wide by key and each new MirroredStrategy
+    restarts from the same keys, so a later strategy's all-reduce of another shape would
+    abort with "Shape mismatch in the collective instance" (TF's own
+    strategy_combinations bump the base the same way).
+    """
+    import tensorflow as tf
+
+    tf.distribute.MirroredStrategy._collective_key_base += 100000
+
+
 @pytest.fixture
 def two_replica_strategy():
     """MirroredStrategy over two logical CPU devices."""
@@ -42,10 +56,6 @@ def two_replica_strategy():
 
     if len(tf.config.list_logical_devices("CPU")) < 2:
         pytest.fail("two logical CPU devices are not available; conftest could not split the CPU")
-    # Collective-op keys are process-global: a second strategy that all-reduces a tensor of
-    # another shape would collide ("Shape mismatch in the collective instance"), so give
-    # each strategy its own key range, as TF's own strategy_combinations do.
-    tf.distribute.MirroredStrategy._collective_key_base += 100000
     return tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
 
 

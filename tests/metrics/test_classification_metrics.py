@@ -9,15 +9,6 @@ from detector.losses.dice import DiceLoss
 from detector.metrics import BinaryRecall, OptimalF1, PrecisionRecallF1
 
 
-@pytest.fixture(autouse=True)
-def _fresh_collective_keys():
-    """Give every MirroredStrategy its own collective keys (as TF's strategy_combinations does).
-
-    TF caches collective instances process-wide by (group, instance) key and each new
-    MirroredStrategy restarts from the same keys, so a second strategy's all-reduce of a
-    different shape aborts with "Shape mismatch in the collective instance".
-    """
-    tf.distribute.MirroredStrategy._collective_key_base += 100000
 
 
 def _np_counts(y, p, threshold, w=None):

@@ -1,7 +1,6 @@
 """tools/eval.py file mode: pycocotools-identical numbers, output format, bad input -> exit 2."""
 
 import contextlib
-import importlib.util
 import io
 import json
 import os
@@ -11,30 +10,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from tool_runner import run_in_process
 
-from detector.cli import run_main
 from detector.evaluation import testing
 from detector.evaluation.params import STAT_NAMES
 
 ROOT = Path(__file__).resolve().parents[2]
 TOOL = ROOT / "tools" / "eval.py"
 ENV = {**os.environ, "NO_ALBUMENTATIONS_UPDATE": "1", "TF_CPP_MIN_LOG_LEVEL": "2"}
-
-
-def _tool_module():
-    spec = importlib.util.spec_from_file_location("tools_eval_under_test", TOOL)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def _run_in_process(argv):
-    """(exit code, stdout, stderr) of ``run_main`` exactly as the script runs it."""
-    main = _tool_module().main
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err), pytest.raises(SystemExit) as exc:
-        run_main(lambda: main(argv))
-    return exc.value.code, out.getvalue(), err.getvalue()
 
 
 def _write(tmp_path, gt, results):
@@ -67,7 +50,7 @@ def test_json_mode_subprocess_equals_pycocotools_without_tensorflow(tmp_path, co
 
 def test_table_is_pycocotools_summarize_output(tmp_path):
     gt, results = testing.random_coco(20, num_images=12)
-    code, out, _ = _run_in_process(["--gt", *_write(tmp_path, gt, results)[:1],
+    code, out, _ = run_in_process("eval", ["--gt", *_write(tmp_path, gt, results)[:1],
                                     "--detections", str(tmp_path / "dt.json")])
     assert code == 0
     buf = io.StringIO()
@@ -81,9 +64,9 @@ def test_ignore_unknown_categories_matches_pycocotools_dropping_them(tmp_path):
     gt, results = testing.random_coco(21, num_images=12)
     results[3]["category_id"] = 1000
     files = _write(tmp_path, gt, results)
-    code, _, err = _run_in_process(["--gt", files[0], "--detections", files[1], "--json"])
+    code, _, err = run_in_process("eval", ["--gt", files[0], "--detections", files[1], "--json"])
     assert code == 2 and "entry[3]" in err and "category_id 1000" in err
-    code, out, err = _run_in_process(["--gt", files[0], "--detections", files[1], "--json",
+    code, out, err = run_in_process("eval", ["--gt", files[0], "--detections", files[1], "--json",
                                       "--ignore-unknown-categories"])
     assert code == 0 and "dropping 1 detections" in err
     ref = testing.pycocotools_stats(gt, results)
@@ -119,7 +102,7 @@ def test_bad_detections_exit_2_naming_file_and_entry(tmp_path, detections, messa
     (tmp_path / "gt.json").write_text(json.dumps(GOOD_GT))
     text = detections if isinstance(detections, str) else json.dumps(detections)
     (tmp_path / "dt.json").write_text(text)
-    code, out, err = _run_in_process(["--gt", str(tmp_path / "gt.json"), "--detections",
+    code, out, err = run_in_process("eval", ["--gt", str(tmp_path / "gt.json"), "--detections",
                                       str(tmp_path / "dt.json"), "--json"])
     assert code == 2 and out == ""
     assert message in err, err
@@ -147,7 +130,7 @@ BAD_GT = [
 @pytest.mark.parametrize("gt, message", BAD_GT)
 def test_bad_ground_truth_exit_2_naming_file_and_entry(tmp_path, gt, message):
     files = _write(tmp_path, gt, [_det()])
-    code, out, err = _run_in_process(["--gt", files[0], "--detections", files[1]])
+    code, out, err = run_in_process("eval", ["--gt", files[0], "--detections", files[1]])
     assert code == 2 and out == ""
     assert message in err, err
 
@@ -157,16 +140,16 @@ def test_missing_file_and_model_mode_exit_2_without_traceback(tmp_path):
                            "--detections", str(tmp_path / "dt.json")], capture_output=True, text=True, env=ENV)
     assert proc.returncode == 2 and "nope.json: cannot read file" in proc.stderr
     assert "Traceback" not in proc.stderr
-    code, _, err = _run_in_process(["--config", "x.yaml", "--checkpoint", "ckpt", "--json"])
+    code, _, err = run_in_process("eval", ["--config", "x.yaml", "--checkpoint", "ckpt", "--json"])
     assert code == 2 and "config file 'x.yaml' not found" in err
-    code, _, err = _run_in_process(["--gt", "gt.json"])
+    code, _, err = run_in_process("eval", ["--gt", "gt.json"])
     assert code == 2 and "--detections" in err
 
 
 def test_per_class_table(tmp_path):
     gt, results = testing.random_coco(22, num_images=12, num_classes=4)
     files = _write(tmp_path, gt, results)
-    code, out, _ = _run_in_process(["--gt", files[0], "--detections", files[1], "--per-class"])
+    code, out, _ = run_in_process("eval", ["--gt", files[0], "--detections", files[1], "--per-class"])
     assert code == 0
     rows = out.split("category_id  AP      name\n")[1].strip().splitlines()
     assert len(rows) == 4 and rows[-1].split()[1] == "-1.000"        # last category has no GT

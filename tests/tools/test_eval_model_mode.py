@@ -4,9 +4,6 @@ depth error equals a recomputation from the saved files, run dir / checkpoint pr
 agree, user errors exit 2, and model.keras reloads in a fresh process with identical
 outputs."""
 
-import contextlib
-import importlib.util
-import io
 import json
 import subprocess
 import sys
@@ -14,8 +11,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from tool_runner import load_tool, run_in_process
 
-from detector.cli import run_main
 from detector.config import load_config
 from detector.evaluation import testing
 from detector.evaluation.depth import depth_error_sums
@@ -24,22 +21,6 @@ from detector.training.results import read_results
 
 ROOT = Path(__file__).resolve().parents[2]
 TOOL = ROOT / "tools" / "eval.py"
-
-
-def _tool():
-    spec = importlib.util.spec_from_file_location("tools_eval_model_mode", TOOL)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def _run(argv):
-    """(exit code, stdout, stderr) of ``run_main`` exactly as the script runs it."""
-    main = _tool().main
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err), pytest.raises(SystemExit) as exc:
-        run_main(lambda: main(argv))
-    return exc.value.code, out.getvalue(), err.getvalue()
 
 
 @pytest.fixture(scope="module")
@@ -59,7 +40,7 @@ def smoke(tmp_path_factory):
 @pytest.fixture(scope="module")
 def run_dir_result(smoke):
     run, sets = smoke
-    code, out, err = _run(["--config", "smoke.yaml", *sets, "--checkpoint", str(run), "--json",
+    code, out, err = run_in_process("eval", ["--config", "smoke.yaml", *sets, "--checkpoint", str(run), "--json",
                            "--verify-pycocotools"])
     assert code == 0, err
     return out, err
@@ -117,7 +98,7 @@ def test_checkpoint_prefix_gives_the_same_result(smoke, run_dir_result, tmp_path
 
     run, sets = smoke
     prefix = tf.train.latest_checkpoint(str(run / "checkpoints" / "last"))
-    code, out, err = _run(["--config", "smoke.yaml", *sets, "--checkpoint", prefix, "--json",
+    code, out, err = run_in_process("eval", ["--config", "smoke.yaml", *sets, "--checkpoint", prefix, "--json",
                            "--save-detections", str(tmp_path / "dets.json")])
     assert code == 0, err
     assert json.loads(out) == json.loads(run_dir_result[0])
@@ -128,18 +109,18 @@ def test_checkpoint_prefix_gives_the_same_result(smoke, run_dir_result, tmp_path
 def test_user_errors_exit_2_naming_the_path(smoke, tmp_path):
     run, sets = smoke
     base = ["--config", "smoke.yaml", *sets]
-    code, out, err = _run([*base, "--checkpoint", str(tmp_path / "nope")])
+    code, out, err = run_in_process("eval", [*base, "--checkpoint", str(tmp_path / "nope")])
     assert code == 2 and out == "" and f"--checkpoint {tmp_path / 'nope'}: no such file" in err
     last = run / "checkpoints" / "last"
-    code, _, err = _run([*base, "--set", "model.fpn_channels=32", "--checkpoint", str(last)])
+    code, _, err = run_in_process("eval", [*base, "--set", "model.fpn_channels=32", "--checkpoint", str(last)])
     assert code == 2 and f"checkpoint {last}/ckpt-" in err and "does not match the model" in err
-    code, _, err = _run([*base, "--set", "data.image_size=160", "--checkpoint", str(run / "model.keras")])
+    code, _, err = run_in_process("eval", [*base, "--set", "data.image_size=160", "--checkpoint", str(run / "model.keras")])
     assert code == 2 and "model.keras: the model was built for data.image_size = 128" in err
-    code, _, err = _run([*base, "--checkpoint", str(run / "config.yaml")])
+    code, _, err = run_in_process("eval", [*base, "--checkpoint", str(run / "config.yaml")])
     assert code == 2 and "config.yaml: not a .keras file" in err
-    code, _, err = _run([*base, "--checkpoint", str(run), "--gt", "gt.json"])
+    code, _, err = run_in_process("eval", [*base, "--checkpoint", str(run), "--gt", "gt.json"])
     assert code == 2 and "not both" in err
-    code, _, err = _run(["--checkpoint", str(run)])
+    code, _, err = run_in_process("eval", ["--checkpoint", str(run)])
     assert code == 2 and "needs both --config" in err
 
 
@@ -149,7 +130,7 @@ def test_verify_reports_every_differing_stat(smoke, run_dir_result, capsys):
     run, _ = smoke
     stats = json.loads(run_dir_result[0])
     gt_json = dataset_info(load_config(run / "config.yaml")).gt_json
-    tool = _tool()
+    tool = load_tool("eval")
     dets = run / "detections_val.json"
     assert tool.verify_pycocotools(gt_json, dets, stats) == 0
     capsys.readouterr()
