@@ -90,6 +90,7 @@ class DataConfig:
     shuffle_buffer: int = 1024  # training shuffle buffer (images)
     num_parallel_calls: int = -1               # -1 = tf.data.AUTOTUNE
     seed: Optional[int] = 0                    # null = non-deterministic
+    repeat_factor_threshold: float = 0.0       # >0: oversample images of rare classes (LVIS repeat factors); not for tfds
     cache_images: bool = True                  # keep encoded image bytes in memory
     unknown_classes: Literal["error", "skip"] = "error"   # category names not in data.classes
     cache_dir: str = "~/.cache/detector"       # written GT JSON files (voc, filtered sets)
@@ -348,6 +349,9 @@ def _check(cfg: Config) -> None:
          f"{d.image_size} is not a multiple of the largest stride 2**max_level = {stride}")
     need(d.max_boxes > 0, "data.max_boxes", f"must be positive, got {d.max_boxes}")
     need(d.shuffle_buffer >= 0, "data.shuffle_buffer", "must be >= 0")
+    need(d.repeat_factor_threshold >= 0, "data.repeat_factor_threshold", "must be >= 0 (0 = off)")
+    need(d.repeat_factor_threshold == 0 or d.source != "tfds", "data.repeat_factor_threshold",
+         "repeat-factor sampling needs a file-based source (synthetic, coco_json, voc), not tfds")
     need(d.num_parallel_calls == -1 or d.num_parallel_calls > 0, "data.num_parallel_calls",
          "must be -1 (autotune) or positive")
     s = d.synthetic

@@ -20,6 +20,7 @@ import tensorflow as tf
 from detector.cli import UserError
 from detector.data.coco_json import load_coco_json
 from detector.data.records import DatasetInfo, ImageRecord, count_degenerate, write_coco_gt
+from detector.data.sampling import repeat_records
 from detector.data.voc import load_voc
 
 log = logging.getLogger("detector.data")
@@ -125,4 +126,7 @@ def source_dataset(cfg, split: str, training: bool) -> tuple[tf.data.Dataset, in
     records, _ = load_records(cfg, split)
     if not records:
         raise UserError(f"data.source {cfg.data.source}: the {split} split has no readable images")
+    if training and cfg.data.repeat_factor_threshold > 0:
+        records = repeat_records(records, len(cfg.data.classes), cfg.data.repeat_factor_threshold,
+                                 cfg.data.seed)
     return records_dataset(records), len(records)
