@@ -28,11 +28,6 @@ def num_anchors_per_location(model_cfg) -> int:
     return model_cfg.anchors.num_scales * len(model_cfg.anchors.aspect_ratios)
 
 
-def level_shapes(image_size: int, min_level: int, max_level: int) -> list[tuple[int, int]]:
-    """Feature-map ``(H_l, W_l)`` per level for a square input (``image_size / 2**l``)."""
-    return [(image_size // 2**lvl, image_size // 2**lvl) for lvl in range(min_level, max_level + 1)]
-
-
 def generate_anchors(
     image_size: int,
     min_level: int,

@@ -267,14 +267,13 @@ def _convert(value: Any, tp: Any, path: str) -> Any:
         args = typing.get_args(tp)
         if value is None and type(None) in args:
             return None
-        errors = []
         for arg in args:
             if arg is type(None):
                 continue
             try:
                 return _convert(value, arg, path)
-            except ConfigError as e:
-                errors.append(str(e))
+            except ConfigError:
+                pass
         raise ConfigError(f"{path}: expected {_type_name(tp)}, got {value!r}")
     if origin is Literal:
         if value not in typing.get_args(tp):
@@ -512,7 +511,3 @@ def save_config(cfg: Config, path: str | os.PathLike) -> None:
     """Write the fully resolved config; ``load_config(path)`` reproduces ``cfg`` exactly."""
     Path(path).write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
 
-
-def replace(cfg: Config, **changes: Any) -> Config:
-    """``dataclasses.replace`` re-validated (used by tests and tools)."""
-    return from_dict(to_dict(dataclasses.replace(cfg, **changes)))
