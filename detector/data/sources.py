@@ -10,9 +10,12 @@ Canonical tf.data element (one image, ``n`` annotations in file order)::
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import hashlib
 import logging
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import tensorflow as tf
@@ -33,8 +36,19 @@ def _split_name(cfg, split: str) -> str:
 
 
 def load_records(cfg, split: str) -> tuple[list[ImageRecord], dict]:
-    """Records of a file-based source (synthetic, coco_json, voc) for ``split``."""
-    d = cfg.data
+    """Records of a file-based source (synthetic, coco_json, voc) for ``split``.
+
+    Parsed once per process and data config: the trainer rebuilds its dataset every
+    epoch (with a per-epoch ``data.seed``), which would otherwise re-read the
+    annotation file each time (seconds for COCO-sized JSON).
+    """
+    records, notes = _load_records(dataclasses.replace(cfg.data, seed=None), split)
+    return list(records), dict(notes)
+
+
+@functools.lru_cache(maxsize=8)
+def _load_records(d, split: str) -> tuple[list[ImageRecord], dict]:
+    cfg = SimpleNamespace(data=d)   # the helpers below read only cfg.data
     if d.source == "synthetic":
         from detector.data.synthetic import ensure_synthetic
 
