@@ -1,8 +1,11 @@
-"""Per-step cosine learning-rate schedule with linear warm-up and warm restarts."""
+"""Per-step cosine learning-rate schedule with linear warm-up, warm restarts and an
+optional training-time budget that the schedule is shortened to fit."""
 
 from __future__ import annotations
 
 import math
+import sys
+import time
 
 import keras
 import tensorflow as tf
@@ -34,6 +37,25 @@ def cosine_rate(step: int, base_lr: float, total_steps: int, warmup_steps: int =
     return min_lr + (base_lr - min_lr) * 0.5 * (1.0 + math.cos(math.pi * t / period))
 
 
+class ScheduleState(tf.Module):
+    """Checkpointed state of a time-budgeted schedule.
+
+    The cosine phase runs on a piecewise-linear *progress* ``p`` in ``[0, 1]``:
+    ``p = p0 + (1 - p0) * (step - s0) / (total - s0)``.  Unshortened, ``s0`` is the
+    warm-up length, ``p0 = 0`` and ``total`` the planned steps, which is exactly the
+    plain cosine.  Shortening at step ``s`` sets ``s0 = s``, ``p0 = p(s)`` and a smaller
+    ``total``: the rate stays continuous and reaches its floor at the new end.
+    ``elapsed_s`` is the training time used so far (survives ``--resume``).
+    """
+
+    def __init__(self, warmup_steps: int, total_steps: int):
+        super().__init__(name="lr_schedule")
+        self.s0 = tf.Variable(warmup_steps, dtype=tf.int64, trainable=False, name="s0")
+        self.p0 = tf.Variable(0.0, dtype=tf.float64, trainable=False, name="p0")
+        self.total = tf.Variable(total_steps, dtype=tf.int64, trainable=False, name="total")
+        self.elapsed_s = tf.Variable(0.0, dtype=tf.float64, trainable=False, name="elapsed_s")
+
+
 @keras.saving.register_keras_serializable(package="detector")
 class CosineAnnealing(keras.callbacks.Callback):
     """Set the optimizer's learning rate before every training step.
@@ -50,12 +72,26 @@ class CosineAnnealing(keras.callbacks.Callback):
       warmup_steps: linear warm-up length in steps.
       min_lr: the floor reached at the end of each cosine cycle.
       restart_period: cycle length in steps after warm-up (None = one cycle).
+      time_budget_s: optional training-time budget (seconds of train steps, measured
+        from batch begin to batch end, so data waits count).  At every epoch end the
+        remaining steps are projected with the epoch's MEDIAN step time (the tracing
+        first step does not skew it); when they would overrun the budget, the cosine
+        phase is shortened from the current step on (see :class:`ScheduleState`) so
+        the rate still reaches ``min_lr``, and ``model.stop_training`` is set at the
+        new end.  On a machine fast enough for the plan nothing changes, so the run
+        stays deterministic.  ``checkpoint_state`` holds what ``--resume`` must
+        restore.  One decision per process: not for multi-worker training.
+      clock: time source in seconds (tests inject a fake one).
     """
 
     def __init__(self, base_lr: float, total_steps: int, warmup_steps: int = 0,
                  min_lr: float = 0.0, restart_period: int | None = None,
-                 log_dir: str | None = None):
+                 log_dir: str | None = None, time_budget_s: float | None = None,
+                 clock=time.perf_counter):
         super().__init__()
+        if time_budget_s is not None and (time_budget_s <= 0 or restart_period is not None):
+            raise ValueError("CosineAnnealing: time_budget_s must be > 0 and cannot be combined "
+                             f"with restart_period; got {time_budget_s}, {restart_period}")
         if total_steps <= 0 or warmup_steps < 0 or (restart_period is not None and restart_period <= 0):
             raise ValueError("CosineAnnealing needs total_steps > 0, warmup_steps >= 0 and "
                              f"restart_period > 0 or None; got {total_steps}, {warmup_steps}, "
@@ -67,10 +103,49 @@ class CosineAnnealing(keras.callbacks.Callback):
         self.min_lr, self.restart_period, self.log_dir = float(min_lr), restart_period, log_dir
         self._writer = None
         self._rate = None
+        self.time_budget_s, self._clock = time_budget_s, clock
+        self.checkpoint_state = (ScheduleState(self.warmup_steps, self.total_steps)
+                                 if time_budget_s is not None else None)
+        self._batch_start: float | None = None
+        self._spans: list[float] = []
 
     def rate(self, step: int) -> float:
-        return cosine_rate(step, self.base_lr, self.total_steps, self.warmup_steps, self.min_lr,
-                           self.restart_period)
+        st = self.checkpoint_state
+        if st is None or step < self.warmup_steps:
+            return cosine_rate(step, self.base_lr, self.total_steps, self.warmup_steps, self.min_lr,
+                               self.restart_period)
+        p = self._progress(step)
+        return self.min_lr + (self.base_lr - self.min_lr) * 0.5 * (1.0 + math.cos(math.pi * p))
+
+    def _progress(self, step: int) -> float:
+        st = self.checkpoint_state
+        s0, p0, total = int(st.s0.numpy()), float(st.p0.numpy()), int(st.total.numpy())
+        return p0 + (1.0 - p0) * min(1.0, max(0, step - s0) / max(1, total - s0))
+
+    @property
+    def planned_steps(self) -> int:
+        """Steps the schedule now ends at (``total_steps`` unless shortened)."""
+        st = self.checkpoint_state
+        return self.total_steps if st is None else int(st.total.numpy())
+
+    def _fit_budget(self, step: int) -> None:
+        """Shorten the schedule when the remaining steps would overrun the budget."""
+        st = self.checkpoint_state
+        if not self._spans or step >= int(st.total.numpy()):
+            return
+        median = sorted(self._spans)[len(self._spans) // 2]
+        affordable = int(max(0.0, self.time_budget_s - float(st.elapsed_s.numpy())) / max(median, 1e-9))
+        new_total = step + affordable
+        if new_total >= int(st.total.numpy()):
+            return
+        s0 = max(step, self.warmup_steps)
+        p0 = self._progress(step) if step >= self.warmup_steps else 0.0
+        st.s0.assign(s0)
+        st.p0.assign(p0)
+        st.total.assign(max(new_total, s0 + 1))
+        print(f"time budget: {float(st.elapsed_s.numpy()):.0f} of {self.time_budget_s:.0f} s used at "
+              f"step {step}, {median * 1000:.0f} ms/step; the cosine schedule now ends at step "
+              f"{int(st.total.numpy())} instead of {self.total_steps}", file=sys.stderr, flush=True)
 
     def _optimizer(self):
         opt = getattr(self.model, "optimizer", None)
@@ -86,6 +161,7 @@ class CosineAnnealing(keras.callbacks.Callback):
             self._writer = tf.summary.create_file_writer(str(self.log_dir))
 
     def on_train_batch_begin(self, batch, logs=None):
+        self._batch_start = self._clock()
         opt = self._optimizer()
         step = int(keras.ops.convert_to_numpy(opt.iterations))
         self._rate = self.rate(step)
@@ -97,10 +173,23 @@ class CosineAnnealing(keras.callbacks.Callback):
     def on_train_batch_end(self, batch, logs=None):
         if logs is not None and self._rate is not None:
             logs["lr"] = self._rate
+        st = self.checkpoint_state
+        if st is not None and self._batch_start is not None:
+            span = self._clock() - self._batch_start
+            self._spans.append(span)
+            st.elapsed_s.assign_add(span)
+            step = int(keras.ops.convert_to_numpy(self._optimizer().iterations))
+            if self.planned_steps < self.total_steps and step >= self.planned_steps:
+                self.model.stop_training = True
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._spans = []
 
     def on_epoch_end(self, epoch, logs=None):
         if logs is not None and self._rate is not None:
             logs["lr"] = self._rate
+        if self.checkpoint_state is not None:
+            self._fit_budget(int(keras.ops.convert_to_numpy(self._optimizer().iterations)))
 
     def on_train_end(self, logs=None):
         if self._writer is not None:
@@ -109,7 +198,8 @@ class CosineAnnealing(keras.callbacks.Callback):
     def get_config(self):
         return {"base_lr": self.base_lr, "total_steps": self.total_steps,
                 "warmup_steps": self.warmup_steps, "min_lr": self.min_lr,
-                "restart_period": self.restart_period, "log_dir": self.log_dir}
+                "restart_period": self.restart_period, "log_dir": self.log_dir,
+                "time_budget_s": self.time_budget_s}
 
     @classmethod
     def from_config(cls, config):

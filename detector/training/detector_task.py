@@ -156,12 +156,16 @@ def steps_per_epoch(cfg: Config, num_train: int | None) -> int:
     return max(1, num_train // cfg.train.batch_size)
 
 
-def build_callbacks(cfg: Config, run_dir: Path | None, steps: int) -> list[keras.callbacks.Callback]:
+def build_callbacks(cfg: Config, run_dir: Path | None, steps: int,
+                    multi_worker: bool = False) -> list[keras.callbacks.Callback]:
     t, c = cfg.train, cfg.callbacks
     restart = t.restart_period_epochs * steps if t.restart_period_epochs else None
+    # A per-process time decision would let workers' schedules diverge: single worker only.
+    budget = (t.time_limit_minutes * 60 if t.time_limit_minutes and t.fit_schedule_to_time_limit
+              and restart is None and not multi_worker else None)
     callbacks: list[keras.callbacks.Callback] = [
         CosineAnnealing(t.learning_rate, total_steps=t.epochs * steps, warmup_steps=t.warmup_steps,
-                        min_lr=t.min_learning_rate, restart_period=restart)]
+                        min_lr=t.min_learning_rate, restart_period=restart, time_budget_s=budget)]
     if run_dir is None:
         return callbacks
     tb = str(run_dir / "tb")
@@ -225,7 +229,8 @@ def train(cfg: Config, run_dir: str | Path | None = None, resume: bool = False,
         count_fn=lambda batch: _count_positives(batch["targets"]),
         train_dataset_fn=train_dataset_fn(cfg), steps_per_epoch=steps, epochs=cfg.train.epochs,
         global_batch_size=cfg.train.batch_size, eval_fn=evaluator, eval_every=cfg.eval.every_epochs,
-        callbacks=[*build_callbacks(cfg, path, steps), *callbacks], clip_norm=cfg.train.clip_norm,
+        callbacks=[*build_callbacks(cfg, path, steps, multi_worker=isinstance(
+            strategy, tf.distribute.MultiWorkerMirroredStrategy)), *callbacks], clip_norm=cfg.train.clip_norm,
         run_dir=path, best_metric=cfg.train.best_metric, best_mode=cfg.train.best_mode,
         early_stopping=(EarlyStopping(es.metric, es.mode, es.patience, es.min_delta)
                         if es.enabled else None),

@@ -103,6 +103,9 @@ class Trainer:
                         if early_stopping else None)
         self.patience = early_stopping.patience if early_stopping else None
         trackers = {k: v for k, v in (("best", self.best), ("early_stopping", self.stopper)) if v}
+        # Callbacks with state that --resume must restore (e.g. a time-budgeted schedule).
+        trackers.update({f"callback_{i}": c.checkpoint_state for i, c in enumerate(self.user_callbacks)
+                         if getattr(c, "checkpoint_state", None) is not None})
         ckpt_dir = self.run_dir / "checkpoints" if self.run_dir is not None else None
         self.checkpoints = Checkpoints(ckpt_dir, model, optimizer, trackers, chief, keep_checkpoints)
         self._traced: set[bool] = set()

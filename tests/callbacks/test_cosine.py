@@ -109,3 +109,64 @@ def test_serializable_and_rejects_schedule_optimizers():
                   loss="mse")
     with pytest.raises(ValueError, match="float learning_rate"):
         model.fit(X, Y, epochs=1, verbose=0, callbacks=[cos])
+
+
+class FakeClock:
+    """Each batch takes ``per_step`` seconds (the first of a run ``first`` seconds: tracing)."""
+
+    def __init__(self, per_step, first=None):
+        self.t, self.per_step, self.first, self.calls = 0.0, per_step, first, 0
+
+    def __call__(self):
+        # called at batch begin (even call) and batch end (odd call)
+        if self.calls % 2 == 1:
+            self.t += self.first if (self.calls == 1 and self.first is not None) else self.per_step
+        self.calls += 1
+        return self.t
+
+
+def _budget_run(tmp_path, clock, budget, epochs=6, resume=False, stop_after_epochs=None):
+    strategy = tf.distribute.get_strategy()
+    with strategy.scope():
+        model, opt = make_model(), keras.optimizers.SGD(0.5)
+    cos = CosineAnnealing(0.2, total_steps=epochs * 5, warmup_steps=3, min_lr=0.02,
+                          time_budget_s=budget, clock=clock)
+    rec = LrRecorder()
+    result = Trainer(strategy=strategy, model=model, optimizer=opt, loss_fn=loss_fn,
+                     train_dataset_fn=dataset_fn(), steps_per_epoch=5,
+                     epochs=stop_after_epochs or epochs, global_batch_size=BATCH, run_dir=tmp_path,
+                     progress=False, callbacks=[cos, rec]).fit(resume=resume)
+    return rec.rates, result, cos
+
+
+def test_time_budget_unused_when_fast_enough(tmp_path):
+    # 30 steps x 1 s (first step 4 s) fit in 40 s: exactly the plain schedule, all steps.
+    rates, result, cos = _budget_run(tmp_path, FakeClock(1.0, first=4.0), budget=40.0)
+    assert len(rates) == 30 and result.stop_reason == "completed" and cos.planned_steps == 30
+    # bit-equal to the plain schedule (after the optimizer's float32 variable)
+    np.testing.assert_array_equal(np.float32(rates), np.float32([cosine_rate(s, 0.2, 30, 3, 0.02)
+                                                                 for s in range(30)]))
+
+
+def test_time_budget_shortens_schedule_continuously(tmp_path):
+    # 2 s per step but a budget of 40 s: after epoch 1 (10 s used) 15 more steps fit.
+    rates, result, cos = _budget_run(tmp_path, FakeClock(2.0), budget=40.0)
+    assert cos.planned_steps == 20 and len(rates) == 20
+    assert result.stop_reason == "stop_training"
+    np.testing.assert_array_equal(np.float32(rates[:5]),
+                                  np.float32([cosine_rate(s, 0.2, 30, 3, 0.02) for s in range(5)]))
+    # from step 5 on: progress p0 = (5-3)/27 at step 5, reaching 1 at step 20
+    p0 = 2 / 27
+    for s in range(5, 20):
+        p = p0 + (1 - p0) * (s - 5) / 15
+        assert rates[s] == pytest.approx(0.02 + 0.18 * 0.5 * (1 + math.cos(math.pi * p)), rel=1e-6)
+    assert rates[5] == pytest.approx(cosine_rate(5, 0.2, 30, 3, 0.02), rel=1e-6)  # no jump
+    assert cos.rate(20) == pytest.approx(0.02, rel=1e-12)  # the floor at the new end
+    assert float(cos.checkpoint_state.elapsed_s.numpy()) == pytest.approx(40.0)
+
+
+def test_time_budget_survives_resume(tmp_path):
+    straight, _, _ = _budget_run(tmp_path / "a", FakeClock(2.0), budget=40.0)
+    first, _, _ = _budget_run(tmp_path / "b", FakeClock(2.0), budget=40.0, stop_after_epochs=2)
+    second, _, cos = _budget_run(tmp_path / "b", FakeClock(2.0), budget=40.0, resume=True)
+    assert first + second == straight and cos.planned_steps == 20

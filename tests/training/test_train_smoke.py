@@ -105,3 +105,14 @@ def test_detection_task_two_replicas(tmp_path, two_replica_strategy):
     assert r.step == 2 and r.epochs_done == 1
     assert np.isfinite(r.logs["loss"]) and -1.0 <= r.logs["val_AP"] <= 1.0
     assert list((tmp_path / "run" / "tb").glob("events.out.tfevents.*"))
+
+
+def test_time_limit_budgets_the_schedule_on_one_worker_only():
+    from detector.training.detector_task import build_callbacks
+
+    cfg = load_config("smoke.yaml", ["train.time_limit_minutes=2"])
+    cos = build_callbacks(cfg, None, steps=10)[0]
+    assert cos.time_budget_s == 120 and cos.checkpoint_state is not None
+    assert build_callbacks(cfg, None, steps=10, multi_worker=True)[0].time_budget_s is None
+    off = load_config("smoke.yaml", ["train.time_limit_minutes=2", "train.fit_schedule_to_time_limit=false"])
+    assert build_callbacks(off, None, steps=10)[0].checkpoint_state is None
