@@ -135,6 +135,7 @@ class MatchingConfig:
     positive_iou: float = 0.5  # anchor IoU >= this: positive
     negative_iou: float = 0.4  # anchor IoU < this: background; in between: ignored
     force_match: bool = True  # every box also claims its best anchor
+    force_match_top_k: int = 1  # with force_match: every box claims its k best anchors (extra ones never override a positive)
 
 
 @dataclass(frozen=True)
@@ -390,6 +391,7 @@ def _check(cfg: Config) -> None:
     need(0 < m.prior_probability < 1, "model.prior_probability", "must be in (0, 1)")
     need(all(f > 0 for f in m.box_scale_factors), "model.box_scale_factors", "must be positive")
     mt = cfg.matching
+    need(mt.force_match_top_k >= 1, "matching.force_match_top_k", f"must be >= 1, got {mt.force_match_top_k}")
     need(0 <= mt.negative_iou <= mt.positive_iou <= 1, "matching.negative_iou",
          f"need 0 <= negative_iou <= positive_iou <= 1, got {mt.negative_iou}, {mt.positive_iou}")
     lo = cfg.loss

@@ -10,7 +10,10 @@ Labels per anchor (the ``cls`` target):
 With ``force_match`` every non-crowd ground-truth box also claims its best anchor,
 so small or oddly shaped objects always get at least one positive (Model Garden's
 ``force_match_for_each_col``).  When two boxes claim the same anchor the later box
-wins; the regular IoU assignment is otherwise kept.
+wins; the regular IoU assignment is otherwise kept.  With ``force_match_top_k = k > 1``
+each such box also claims its anchors of IoU rank 2..k (IoU > 0) that are not already
+positive: a small object then gets k positives instead of one (with one anchor
+aspect ratio, mostly the k scales at its best location), a large one is unaffected.
 """
 
 from __future__ import annotations
@@ -87,6 +90,21 @@ def assign_targets(
     labels = tf.where((best_iou >= matching_cfg.negative_iou) & (labels == BACKGROUND), IGNORE, labels)
     crowd_iou = tf.reduce_max(tf.where(crowd[None, :], overlaps, 0.0), axis=1)
     labels = tf.where((labels == BACKGROUND) & (crowd_iou >= matching_cfg.negative_iou), IGNORE, labels)
+
+    top_k = matching_cfg.force_match_top_k
+    if matching_cfg.force_match and top_k > 1:
+        # Ranks 2..k: lower priority than the IoU rule and the rank-1 claim below.
+        k = tf.minimum(top_k, tf.shape(anchors)[0])
+        top_iou, top_idx = tf.math.top_k(tf.transpose(reg_iou), k)     # [M, k]
+        rank = tf.range(k)[None, :]
+        extra = regular[:, None] & (top_iou > 0.0) & (rank >= 1)
+        gt_of = tf.broadcast_to(tf.range(tf.shape(gt_classes)[0])[:, None], tf.shape(top_idx))
+        owner = tf.tensor_scatter_nd_max(tf.fill(tf.shape(match), -1),
+                                         tf.boolean_mask(top_idx, extra)[:, None],
+                                         tf.boolean_mask(gt_of, extra))
+        claimed = (owner >= 0) & (labels != 0)
+        match = tf.where(claimed, owner, match)
+        labels = tf.where(claimed, 0, labels)
 
     if matching_cfg.force_match:
         best_anchor = tf.argmax(reg_iou, axis=0, output_type=tf.int32)  # [M]

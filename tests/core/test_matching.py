@@ -65,3 +65,28 @@ def test_shared_best_anchor_goes_to_later_box():
                        np.array([1.0, 2.0], np.float32), CFG)
     assert t["cls"].numpy()[0] == 1
     np.testing.assert_allclose(t["depth"].numpy()[0], np.log(2.0), rtol=1e-6)
+
+
+def test_force_match_top_k_claims_more_anchors_for_small_boxes_only():
+    # Box [50,50,58,58] has IoU 0.64 with anchor 4 (positive by IoU), 0.444 with anchor 6
+    # (ignore band), 0.209 with anchor 7 and 0.0016 with anchor 8; gt0 = anchor 0 exactly.
+    anchors = np.concatenate([_anchors(), np.array([[48, 48, 60, 60], [52, 52, 64, 64],
+                                                    [0, 0, 200, 200]], np.float32)])
+    gt = np.array([[0, 0, 10, 10], [50, 50, 58, 58]], np.float32)
+    ious = iou(anchors, gt).numpy()[:, 1]
+    order = np.argsort(-ious, kind="stable")
+    for k, n_small in ((1, 1), (2, 2), (3, 3)):
+        cfg = MatchingConfig(positive_iou=0.5, negative_iou=0.4, force_match=True, force_match_top_k=k)
+        t = assign_targets(anchors, gt, np.array([3, 1]), np.array([False, False]),
+                           np.array([5.0, 2.0], np.float32), cfg)
+        cls = t["cls"].numpy()
+        assert sorted(np.flatnonzero(cls == 1)) == sorted(order[:n_small])
+        # gt0's positives are unchanged: anchor 0 and 1 (IoU >= 0.5), never stolen
+        np.testing.assert_array_equal(cls[:2], [3, 3])
+    # an extra claim never overrides an IoU positive of another box
+    cfg = MatchingConfig(positive_iou=0.5, negative_iou=0.4, force_match=True, force_match_top_k=9)
+    t = assign_targets(anchors, gt, np.array([3, 1]), np.array([False, False]),
+                       np.array([5.0, 2.0], np.float32), cfg)
+    cls = t["cls"].numpy()
+    np.testing.assert_array_equal(cls[:2], [3, 3])
+    assert set(np.flatnonzero(cls == 1)) == set(np.flatnonzero(ious > 0)) - {0, 1}
