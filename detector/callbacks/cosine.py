@@ -78,7 +78,8 @@ class CosineAnnealing(keras.callbacks.Callback):
         first step does not skew it); when they would overrun the budget, the cosine
         phase is shortened from the current step on (see :class:`ScheduleState`) so
         the rate still reaches ``min_lr``, and ``model.stop_training`` is set at the
-        new end.  On a machine fast enough for the plan nothing changes, so the run
+        new end.  When later epochs run faster, the end moves out again (by at least
+        2 % of the plan, never past ``total_steps``).  On a machine fast enough for the plan nothing changes, so the run
         stays deterministic.  ``checkpoint_state`` holds what ``--resume`` must
         restore.  One decision per process: not for multi-worker training.
       clock: time source in seconds (tests inject a fake one).
@@ -135,8 +136,11 @@ class CosineAnnealing(keras.callbacks.Callback):
             return
         median = sorted(self._spans)[len(self._spans) // 2]
         affordable = int(max(0.0, self.time_budget_s - float(st.elapsed_s.numpy())) / max(median, 1e-9))
-        new_total = step + affordable
-        if new_total >= int(st.total.numpy()):
+        new_total = min(self.total_steps, step + affordable)
+        current = int(st.total.numpy())
+        # Shorten whenever needed; lengthen again (never past the plan) when a slow spell
+        # has passed and at least 2 % of the plan can be won back.
+        if not (new_total < current or new_total >= current + max(1, self.total_steps // 50)):
             return
         s0 = max(step, self.warmup_steps)
         p0 = self._progress(step) if step >= self.warmup_steps else 0.0
@@ -145,7 +149,7 @@ class CosineAnnealing(keras.callbacks.Callback):
         st.total.assign(max(new_total, s0 + 1))
         print(f"time budget: {float(st.elapsed_s.numpy()):.0f} of {self.time_budget_s:.0f} s used at "
               f"step {step}, {median * 1000:.0f} ms/step; the cosine schedule now ends at step "
-              f"{int(st.total.numpy())} instead of {self.total_steps}", file=sys.stderr, flush=True)
+              f"{int(st.total.numpy())} (planned: {self.total_steps})", file=sys.stderr, flush=True)
 
     def _optimizer(self):
         opt = getattr(self.model, "optimizer", None)

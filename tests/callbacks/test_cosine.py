@@ -170,3 +170,36 @@ def test_time_budget_survives_resume(tmp_path):
     first, _, _ = _budget_run(tmp_path / "b", FakeClock(2.0), budget=40.0, stop_after_epochs=2)
     second, _, cos = _budget_run(tmp_path / "b", FakeClock(2.0), budget=40.0, resume=True)
     assert first + second == straight and cos.planned_steps == 20
+
+
+class SlowThenFastClock(FakeClock):
+    """3 s per step for the first ``slow`` steps, then 1 s."""
+
+    def __init__(self, slow):
+        super().__init__(1.0)
+        self.slow = slow
+
+    def __call__(self):
+        if self.calls % 2 == 1:
+            self.t += 3.0 if self.calls // 2 < self.slow else 1.0
+        self.calls += 1
+        return self.t
+
+
+def test_time_budget_lengthens_again_after_a_slow_spell(tmp_path, capsys):
+    # epoch 1: 5 x 3 s -> 25 s left at 3 s/step: end moves to step 13; epoch 2 at 1 s/step:
+    # 20 s left -> 20 more steps: back to the planned 30, all of which then run in 40 s.
+    rates, result, cos = _budget_run(tmp_path, SlowThenFastClock(slow=5), budget=40.0)
+    err = capsys.readouterr().err
+    assert "now ends at step 13 (planned: 30)" in err and "now ends at step 30 (planned: 30)" in err
+    assert len(rates) == 30 and result.stop_reason == "completed" and cos.planned_steps == 30
+    assert float(cos.checkpoint_state.elapsed_s.numpy()) == pytest.approx(40.0)
+    assert cos.rate(30) == pytest.approx(0.02, rel=1e-12)
+    assert np.all(np.diff(np.float64(rates[3:])) <= 1e-7)  # never rises after warm-up
+
+    def lr(p):
+        return 0.02 + 0.18 * 0.5 * (1 + math.cos(math.pi * p))
+    p5 = 2 / 27                              # plan 1 (to step 30) at step 5
+    p10 = p5 + (1 - p5) * 5 / 8              # plan 2 (from step 5 to 13) at step 10
+    for step, p in ((5, p5), (9, p5 + (1 - p5) * 4 / 8), (10, p10), (29, p10 + (1 - p10) * 19 / 20)):
+        assert rates[step] == pytest.approx(lr(p), rel=1e-6)
