@@ -177,7 +177,7 @@ class TrainConfig:
     best_mode: Literal["max", "min"] = "max"  # max: higher is better
     early_stopping: EarlyStoppingConfig = field(default_factory=EarlyStoppingConfig)
     time_limit_minutes: Optional[float] = None     # stop after this much training time
-    fit_schedule_to_time_limit: bool = True  # shorten the cosine schedule at epoch ends when the time limit would cut it off
+    fit_schedule_to_time_limit: bool = True  # re-plan the cosine schedule at epoch ends so it anneals within time_limit_minutes
 
 
 @dataclass(frozen=True)

@@ -1,5 +1,5 @@
 """Per-step cosine learning-rate schedule with linear warm-up, warm restarts and an
-optional training-time budget that the schedule is shortened to fit."""
+optional training-time budget that the schedule is re-planned to fit."""
 
 from __future__ import annotations
 
@@ -44,7 +44,8 @@ class ScheduleState(tf.Module):
     ``p = p0 + (1 - p0) * (step - s0) / (total - s0)``.  Unshortened, ``s0`` is the
     warm-up length, ``p0 = 0`` and ``total`` the planned steps, which is exactly the
     plain cosine.  Shortening at step ``s`` sets ``s0 = s``, ``p0 = p(s)`` and a smaller
-    ``total``: the rate stays continuous and reaches its floor at the new end.
+    ``total`` (lengthening again works the same way): the rate stays continuous and
+    reaches its floor at the new end.
     ``elapsed_s`` is the training time used so far (survives ``--resume``).
     """
 
@@ -79,9 +80,10 @@ class CosineAnnealing(keras.callbacks.Callback):
         phase is shortened from the current step on (see :class:`ScheduleState`) so
         the rate still reaches ``min_lr``, and ``model.stop_training`` is set at the
         new end.  When later epochs run faster, the end moves out again (by at least
-        2 % of the plan, never past ``total_steps``).  On a machine fast enough for the plan nothing changes, so the run
-        stays deterministic.  ``checkpoint_state`` holds what ``--resume`` must
-        restore.  One decision per process: not for multi-worker training.
+        2 % of the plan, never past ``total_steps``).  On a machine fast enough for
+        the plan nothing changes, so the run stays deterministic.
+        ``checkpoint_state`` holds what ``--resume`` must restore.  One decision per
+        process: not for multi-worker training.
       clock: time source in seconds (tests inject a fake one).
     """
 
@@ -130,7 +132,8 @@ class CosineAnnealing(keras.callbacks.Callback):
         return self.total_steps if st is None else int(st.total.numpy())
 
     def _fit_budget(self, step: int) -> None:
-        """Shorten the schedule when the remaining steps would overrun the budget."""
+        """Re-plan the end: earlier when the remaining steps would overrun the budget,
+        later again (up to the plan) when they now fit with room to spare."""
         st = self.checkpoint_state
         if not self._spans or step >= int(st.total.numpy()):
             return
