@@ -34,7 +34,12 @@ def cosine_rate(step: int, base_lr: float, total_steps: int, warmup_steps: int =
     else:
         period = max(1, total_steps - warmup_steps)
         t = min(t, period)
-    return min_lr + (base_lr - min_lr) * 0.5 * (1.0 + math.cos(math.pi * t / period))
+    return _anneal(t / period, base_lr, min_lr)
+
+
+def _anneal(progress: float, base_lr: float, min_lr: float) -> float:
+    """The cosine phase at ``progress`` in ``[0, 1]``: ``base_lr`` at 0, ``min_lr`` at 1."""
+    return min_lr + (base_lr - min_lr) * 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
 class ScheduleState(tf.Module):
@@ -117,8 +122,7 @@ class CosineAnnealing(keras.callbacks.Callback):
         if st is None or step < self.warmup_steps:
             return cosine_rate(step, self.base_lr, self.total_steps, self.warmup_steps, self.min_lr,
                                self.restart_period)
-        p = self._progress(step)
-        return self.min_lr + (self.base_lr - self.min_lr) * 0.5 * (1.0 + math.cos(math.pi * p))
+        return _anneal(self._progress(step), self.base_lr, self.min_lr)
 
     def _progress(self, step: int) -> float:
         st = self.checkpoint_state
