@@ -1,66 +1,89 @@
-"""Shared command-line plumbing: ``--config`` / ``--set`` and user-error handling.
+"""The ``detector`` program: one entry point, one subcommand per tool.
 
-Every tool in ``tools/`` builds its parser with :func:`add_config_args`, loads the
-config with :func:`config_from_args`, and runs its body through :func:`run_main`,
-which turns user mistakes (:class:`UserError`, :class:`ConfigError`) into a one-line
-message on stderr and exit code 2 instead of a traceback.
+    detector train   --config synthetic.yaml            # = python tools/train.py ...
+    detector eval    --gt GT.json --detections DT.json  # = python tools/eval.py ...
+    detector inspect --config synthetic.yaml --out DIR  # = python tools/inspect_data.py ...
+
+``detector-train``, ``detector-eval`` and ``detector-inspect-data`` are the same
+subcommands under their own names.  Each subcommand lives in
+``detector/commands/<module>.py`` and is imported only when it runs, so
+``detector eval`` in file mode never imports TensorFlow.  This module is the program,
+not the library: nothing under ``detector/`` imports it.
 """
 
 from __future__ import annotations
 
-import argparse
+import importlib
 import os
 import sys
-from typing import Callable
 
-from detector.config import Config, ConfigError, load_config
-
-os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-
-
-class UserError(Exception):
-    """Bad input from the user (a file, a field, a flag); the message names it."""
-
-
-def add_config_args(parser: argparse.ArgumentParser, required: bool = True) -> None:
-    parser.add_argument("--config", required=required,
-                        help="config file path, or a file name in configs/ (e.g. synthetic.yaml)")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                        help="override a config key, e.g. --set train.epochs=3 (repeatable)")
+# subcommand -> (module under detector.commands, one-line help)
+COMMANDS: dict[str, tuple[str, str]] = {
+    "train": ("train", "train the detector (run directory, checkpoints, results.csv)"),
+    "eval": ("eval", "exact COCO mAP of a detections file, a checkpoint, or a .tflite model"),
+    "inspect": ("inspect", "draw an input batch and measure input-pipeline throughput"),
+    "export": ("export", "export a trained model to TFLite (INT8 / float / fp16) with an accuracy report"),
+    "predict": ("predict", "run a trained model on your own images"),
+    "benchmark": ("benchmark", "time one training step on random data"),
+    "config-reference": ("config_reference", "print the config reference table (Markdown)"),
+}
 
 
-def config_from_args(args: argparse.Namespace) -> Config:
-    return load_config(args.config, args.overrides)
+def _usage() -> str:
+    width = max(map(len, COMMANDS))
+    lines = ["usage: detector COMMAND [options]   (detector COMMAND --help for its options)", "",
+             "commands:"]
+    lines += [f"  {name:<{width}}  {text}" for name, (_, text) in COMMANDS.items()]
+    return "\n".join(lines)
 
 
-def run_main(main: Callable[[], int | None]) -> None:
-    """Call ``main`` and exit; user errors exit 2 with a message naming the culprit."""
+def _prepare_environment() -> None:
+    """Quiet third-party start-up chatter; done by the program, never by a library import."""
+    os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")  # albumentations phones home on import otherwise
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+def run(command: str, argv: list[str]) -> int:
+    """Run subcommand ``command`` with ``argv``; return its exit code (2 for user errors)."""
+    _prepare_environment()
+    if command not in COMMANDS:
+        print(f"error: unknown command '{command}'\n\n{_usage()}", file=sys.stderr)
+        return 2
+    module_name, _ = COMMANDS[command]
     try:
-        code = main()
-    except (UserError, ConfigError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        sys.exit(130)
-    sys.exit(code or 0)
+        module = importlib.import_module(f"detector.commands.{module_name}")
+    except ModuleNotFoundError as e:
+        if e.name != f"detector.commands.{module_name}":
+            raise
+        print(f"error: command '{command}' is not available in this version", file=sys.stderr)
+        return 2
+    from detector.commands.common import run_main
+
+    prog = f"detector {command}"
+    return run_main(lambda: module.main(argv, prog=prog))
 
 
-def _tool(name: str) -> Callable[[], None]:
+def main(argv: list[str] | None = None) -> int:
+    """``detector COMMAND ...``."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help"):
+        print(_usage())
+        return 0 if argv else 2
+    return run(argv[0], argv[1:])
+
+
+def _entry(command: str):
     def entry() -> None:
-        import importlib.util
-        from pathlib import Path
+        sys.exit(run(command, sys.argv[1:]))
 
-        path = Path(__file__).resolve().parent.parent / "tools" / f"{name}.py"
-        spec = importlib.util.spec_from_file_location(f"tools_{name}", path)
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-        run_main(module.main)
-
+    entry.__name__ = f"{command.replace('-', '_')}_main"
     return entry
 
 
-train_main = _tool("train")
-eval_main = _tool("eval")
-inspect_data_main = _tool("inspect_data")
+def console_main() -> None:
+    sys.exit(main())
+
+
+train_main = _entry("train")
+eval_main = _entry("eval")
+inspect_data_main = _entry("inspect")

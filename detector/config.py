@@ -22,15 +22,13 @@ import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Optional
+from typing import Any, Literal
 
 import yaml
 
-CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
+from detector.errors import ConfigError
 
-
-class ConfigError(ValueError):
-    """A user mistake in a config file or a ``--set`` override."""
+CONFIG_DIR = Path(__file__).resolve().parent / "configs"  # shipped configs (package data)
 
 
 # --------------------------------------------------------------------------- schema
@@ -74,23 +72,23 @@ class DataConfig:
     image_size: int = 256                      # square network input, multiple of 2**max_level
     max_boxes: int = 100                       # ground-truth padding for evaluation
     # coco_json: annotation files and image folders
-    train_json: Optional[str] = None  # coco_json: train annotation file
-    train_images: Optional[str] = None  # coco_json: train image folder
-    val_json: Optional[str] = None  # coco_json: val annotation file
-    val_images: Optional[str] = None  # coco_json: val image folder
+    train_json: str | None = None  # coco_json: train annotation file
+    train_images: str | None = None  # coco_json: train image folder
+    val_json: str | None = None  # coco_json: val annotation file
+    val_images: str | None = None  # coco_json: val image folder
     # voc: dataset root holding Annotations/, JPEGImages/, ImageSets/Main/
-    voc_root: Optional[str] = None  # voc: folder with Annotations/, JPEGImages/, ImageSets/Main/
+    voc_root: str | None = None  # voc: folder with Annotations/, JPEGImages/, ImageSets/Main/
     train_split: str = "train"                 # split name (VOC image set / tfds split)
     val_split: str = "val"  # val split name (VOC image set / tfds split)
     # tfds: builder name and data dir (coco/2017, kitti)
-    tfds_name: Optional[str] = None  # tfds: builder name, e.g. coco/2017 or kitti
-    tfds_data_dir: Optional[str] = None  # tfds: data dir (null = tfds default)
+    tfds_name: str | None = None  # tfds: builder name, e.g. coco/2017 or kitti
+    tfds_data_dir: str | None = None  # tfds: data dir (null = tfds default)
     synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     shuffle_buffer: int = 1024  # training shuffle buffer (images)
     num_parallel_calls: int = -1               # -1 = tf.data.AUTOTUNE
-    seed: Optional[int] = 0                    # null = non-deterministic
-    repeat_factor_threshold: float = 0.0       # >0: oversample images of rare classes (LVIS repeat factors); not for tfds
+    seed: int | None = 0                    # null = non-deterministic
+    repeat_factor_threshold: float = 0.0  # >0: oversample images of rare classes (LVIS repeat factors); not for tfds
     cache_images: bool = True                  # keep encoded image bytes in memory
     unknown_classes: Literal["error", "skip"] = "error"   # category names not in data.classes
     cache_dir: str = "~/.cache/detector"       # written GT JSON files (voc, filtered sets)
@@ -106,7 +104,7 @@ class AnchorConfig:
 @dataclass(frozen=True)
 class BackboneConfig:
     name: Literal["small_cnn", "mobilenet_v2", "resnet50"] = "small_cnn"  # feature extractor
-    weights: Optional[Literal["imagenet"]] = None  # imagenet downloads keras.applications weights (only when asked)
+    weights: Literal["imagenet"] | None = None  # imagenet downloads keras.applications weights (only when asked)
     width: int = 32                            # small_cnn base channel count
     freeze_bn: bool = False  # keep backbone BatchNorm in inference mode (fine-tuning)
     alpha: float = 1.0                         # mobilenet_v2 width multiplier (imagenet: 0.35..1.4)
@@ -123,7 +121,7 @@ class ModelConfig:
     head_channels: int = 64  # channels of the tower convs
     anchors: AnchorConfig = field(default_factory=AnchorConfig)
     prior_probability: float = 0.01  # initial foreground probability of the class logits
-    box_scale_factors: tuple[float, float, float, float] = (10.0, 10.0, 5.0, 5.0)  # box coder (sy, sx, sh, sw) multipliers
+    box_scale_factors: tuple[float, float, float, float] = (10.0, 10.0, 5.0, 5.0)  # box coder (sy, sx, sh, sw)
     separable: bool = True                     # depthwise-separable convs in FPN and heads
     activation: Literal["relu", "swish"] = "relu"  # activation in backbone, FPN and heads
     depth_head: Literal["box_tower", "own_tower"] = "box_tower"   # depth predictor's tower
@@ -135,7 +133,7 @@ class MatchingConfig:
     positive_iou: float = 0.5  # anchor IoU >= this: positive
     negative_iou: float = 0.4  # anchor IoU < this: background; in between: ignored
     force_match: bool = True  # every box also claims its best anchor
-    force_match_top_k: int = 1  # with force_match: every box claims its k best anchors (extra ones never override a positive)
+    force_match_top_k: int = 1  # with force_match: each box claims its k best anchors (never overriding a positive)
 
 
 @dataclass(frozen=True)
@@ -162,7 +160,7 @@ class EarlyStoppingConfig:
 @dataclass(frozen=True)
 class TrainConfig:
     epochs: int = 20  # passes over the train split (or steps_per_epoch steps)
-    steps_per_epoch: Optional[int] = None      # cap per epoch; null = whole split
+    steps_per_epoch: int | None = None      # cap per epoch; null = whole split
     batch_size: int = 16  # global batch size (split across replicas)
     optimizer: Literal["adamw", "sgd"] = "adamw"  # AdamW or SGD with momentum
     learning_rate: float = 2e-3  # peak rate of the cosine schedule
@@ -170,14 +168,14 @@ class TrainConfig:
     momentum: float = 0.9  # SGD momentum
     warmup_steps: int = 200  # linear warm-up steps
     min_learning_rate: float = 0.0  # floor of the cosine schedule
-    restart_period_epochs: Optional[int] = None   # cosine warm restarts; null = none
-    clip_norm: Optional[float] = 10.0  # clip gradients by global norm; null = off
+    restart_period_epochs: int | None = None   # cosine warm restarts; null = none
+    clip_norm: float | None = 10.0  # clip gradients by global norm; null = off
     seed: int = 0  # weights init and data order
     best_metric: str = "val_AP"  # results.csv column that selects checkpoints/best
     best_mode: Literal["max", "min"] = "max"  # max: higher is better
     early_stopping: EarlyStoppingConfig = field(default_factory=EarlyStoppingConfig)
-    time_limit_minutes: Optional[float] = None     # stop after this much training time
-    fit_schedule_to_time_limit: bool = True  # re-plan the cosine schedule at epoch ends so it anneals within time_limit_minutes
+    time_limit_minutes: float | None = None     # stop after this much training time
+    fit_schedule_to_time_limit: bool = True  # re-plan the cosine schedule at epoch ends to anneal within the limit
 
 
 @dataclass(frozen=True)
@@ -189,7 +187,7 @@ class EvalConfig:
     nms_iou: float = 0.5  # NMS IoU threshold
     max_detections: int = 100  # detections per image after NMS
     class_agnostic_nms: bool = False  # NMS across classes instead of per class
-    steps: Optional[int] = None                 # cap on val batches; null = whole split
+    steps: int | None = None                 # cap on val batches; null = whole split
 
 
 @dataclass(frozen=True)
@@ -218,7 +216,7 @@ class CallbacksConfig:
 class DistributeConfig:
     strategy: Literal["default", "mirrored", "multi_worker", "tpu"] = "default"  # tf.distribute strategy
     num_cpu_devices: int = 1          # >1 splits the CPU into logical devices (tests, demos)
-    tpu_address: Optional[str] = None  # TPU name or grpc:// address (tpu strategy)
+    tpu_address: str | None = None  # TPU name or grpc:// address (tpu strategy)
 
 
 @dataclass(frozen=True)

@@ -1,80 +1,11 @@
-"""Train the detector.
+"""`python tools/train.py ...` = `detector train ...` (see `detector/commands/`)."""
 
-    python tools/train.py --config synthetic.yaml [--set train.epochs=3 ...] [--run-dir DIR]
-    python tools/train.py --resume [--run-dir DIR] [--config CFG] [--set train.epochs=30]
-
-A run directory (default ``runs/<name>-<timestamp>``) receives config.yaml,
-results.csv (one row per epoch), tb/ (TensorBoard), checkpoints/{last,best}/ and
-model.keras.  ``--resume`` continues the newest run of the config's name (or
-``--run-dir``) from its last checkpoint with optimizer state, step, epoch and LR
-schedule intact; without ``--config`` it reuses the run's config.yaml.
-
-Exit codes: 0 done, 1 training diverged (non-finite loss), 2 user error.
-"""
-
-from __future__ import annotations
-
-import argparse
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a checkout without installing
 
-from detector.cli import UserError, add_config_args, config_from_args, run_main  # noqa: E402
-from detector.config import load_config  # noqa: E402
-
-
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description="Train the detector (see module docstring).")
-    add_config_args(p, required=False)
-    p.add_argument("--run-dir", help="run directory (default: <run_root>/<name>-<timestamp>)")
-    p.add_argument("--resume", action="store_true",
-                   help="continue from the last checkpoint of --run-dir (or the newest run of this name)")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
-    return p
-
-
-def _config(args):
-    if args.config:
-        return config_from_args(args)
-    if args.resume and args.run_dir:
-        saved = Path(args.run_dir).expanduser() / "config.yaml"
-        if not saved.is_file():
-            raise UserError(f"--resume --run-dir {args.run_dir}: no config.yaml there; pass --config")
-        return load_config(saved, args.overrides)
-    raise UserError("--config is required (except with --resume --run-dir DIR, which reuses the "
-                    "run's config.yaml)")
-
-
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    cfg = _config(args)
-    # Before TensorFlow initialises: a CPU split into logical devices is only possible now.
-    from detector.training.strategy import configure_devices
-
-    configure_devices(cfg.distribute)
-    from detector.training.detection_eval import COCO_STATS
-    from detector.training.detector_task import train
-    from detector.training.engine import NonFiniteLossError
-    from detector.training.results import format_metrics
-
-    try:
-        outcome = train(cfg, run_dir=args.run_dir, resume=args.resume, progress=not args.quiet)
-    except NonFiniteLossError as e:
-        print(f"training diverged: {e}", file=sys.stderr)
-        return 1
-    r = outcome.result
-    print(f"run directory: {outcome.run_dir}")
-    print(f"stopped: {r.stop_reason} after {r.epochs_done} epochs ({r.step} steps)")
-    val = {k: r.logs[f"val_{k}"] for k in COCO_STATS if f"val_{k}" in r.logs}
-    print(f"final: {format_metrics(r.logs, ('loss', 'images_per_s', 'input_wait_share'))}")
-    if val:
-        print(f"final val: {format_metrics(val)}")
-    if r.best_epoch is not None:
-        print(f"best {cfg.train.best_metric} = {r.best_value:.4f} at epoch {r.best_epoch} "
-              f"({r.best_checkpoint})")
-    return 0
-
+from detector.cli import run  # noqa: E402
 
 if __name__ == "__main__":
-    run_main(main)
+    sys.exit(run("train", sys.argv[1:]))

@@ -32,15 +32,12 @@ larger looks k times nearer to a pinhole camera).
 
 from __future__ import annotations
 
-import os
 import threading
 
 import cv2
 import numpy as np
 
 from detector.data.records import PipelineStats, clip_xyxy
-
-os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 
 OUTPUT_DTYPES = (np.bool_, np.uint8, np.float32, np.float64, np.int32, np.bool_, np.float64,
                  np.float32, np.int32, np.float32, np.int32)

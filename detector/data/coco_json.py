@@ -1,6 +1,6 @@
 """COCO-JSON loader: ``instances_*.json`` + an image folder -> :class:`ImageRecord` list.
 
-Validation raises :class:`~detector.cli.UserError` naming the file and the entry
+Validation raises :class:`~detector.errors.UserError` naming the file and the entry
 (``annotations[17] (id 4242)``) for: missing fields, a bbox that is not 4 finite
 numbers or has negative width/height, unknown image or category ids, duplicate image
 ids.  Zero-size boxes and boxes outside the image are legal in the file: the pipeline
@@ -24,8 +24,8 @@ from pathlib import Path
 
 import numpy as np
 
-from detector.cli import UserError
 from detector.data.records import ImageRecord
+from detector.errors import UserError
 
 log = logging.getLogger("detector.data")
 

@@ -17,7 +17,6 @@ import logging
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional
 
 import numpy as np
 
@@ -44,9 +43,9 @@ class DatasetInfo:
     """What the rest of the application needs to know about the configured dataset."""
 
     class_names: tuple[str, ...]
-    num_train: Optional[int]            # None when unknown (some tfds builds)
-    num_val: Optional[int]
-    gt_json: Optional[str]              # COCO-format GT of the val split, for pycocotools
+    num_train: int | None            # None when unknown (some tfds builds)
+    num_val: int | None
+    gt_json: str | None              # COCO-format GT of the val split, for pycocotools
     category_ids: tuple[int, ...]       # class index -> category id used in gt_json
     source: str
 

@@ -20,11 +20,11 @@ from types import SimpleNamespace
 import numpy as np
 import tensorflow as tf
 
-from detector.cli import UserError
 from detector.data.coco_json import load_coco_json
 from detector.data.records import DatasetInfo, ImageRecord, count_degenerate, write_coco_gt
 from detector.data.sampling import repeat_records
 from detector.data.voc import load_voc
+from detector.errors import UserError
 
 log = logging.getLogger("detector.data")
 

@@ -24,7 +24,7 @@ import logging
 
 import tensorflow as tf
 
-from detector.cli import UserError
+from detector.errors import UserError
 
 log = logging.getLogger("detector.data")
 

@@ -20,8 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
-from detector.cli import UserError
 from detector.data.records import ImageRecord
+from detector.errors import UserError
 
 log = logging.getLogger("detector.data")
 

@@ -19,8 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from detector.evaluation.params import (AREA_LABELS, IOU_THRS, MAX_DETS, NUM_AREA, NUM_IOU,
-                                        NUM_REC, REC_THRS, STAT_NAMES)
+from detector.evaluation.params import AREA_LABELS, IOU_THRS, MAX_DETS, NUM_AREA, NUM_IOU, NUM_REC, REC_THRS, STAT_NAMES
 
 _EPS = np.spacing(1)  # pycocotools adds it to the precision denominator
 
@@ -51,7 +50,7 @@ class MatchRecords:
         return len(self.score)
 
     @staticmethod
-    def concatenate(parts: list["MatchRecords"]) -> "MatchRecords":
+    def concatenate(parts: list[MatchRecords]) -> MatchRecords:
         return MatchRecords(*(np.concatenate([getattr(p, f) for p in parts])
                               for f in ("score", "category", "image_id", "rank", "tp", "fp")))
 

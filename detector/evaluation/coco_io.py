@@ -2,7 +2,7 @@
 
 Accepts what pycocotools accepts for ``COCO(gt)`` / ``gt.loadRes(results)`` with
 iouType 'bbox', and rejects what would make it crash or silently misbehave, with a
-:class:`~detector.cli.UserError` naming the file, the entry index and the field:
+:class:`~detector.errors.UserError` naming the file, the entry index and the field:
 malformed JSON, missing fields, wrong types, non-finite numbers, negative box sizes,
 unknown image ids, duplicate annotation ids, and (unless
 ``ignore_unknown_categories``) detections whose category is not a GT category
@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from detector.cli import UserError
+from detector.errors import UserError
 from detector.evaluation.matching import DetectionArrays, GroundTruthArrays
 
 

@@ -18,7 +18,6 @@ and only (detection, GT) pairs with IoU >= 0.5 are ever looked at.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
 
 import numpy as np
 
@@ -41,7 +40,7 @@ class GroundTruthArrays:
     bbox_xywh: np.ndarray
     area: np.ndarray
     iscrowd: np.ndarray
-    ann_id: Optional[np.ndarray] = None
+    ann_id: np.ndarray | None = None
 
 
 @dataclass(frozen=True)

@@ -11,8 +11,8 @@ Importing this package registers every loss with Keras, so ``.keras`` files that
 them load with ``safe_mode=True``.
 """
 
-from detector.losses.dice import DiceLoss
 from detector.losses.detection import DetectionLoss, all_reduce_sum, count_positives
+from detector.losses.dice import DiceLoss
 from detector.losses.focal import FocalLoss, focal_loss_per_anchor
 from detector.losses.multitask import MultiTaskRegressionLoss, TaskUncertainty, huber, regression_per_anchor
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import keras
 
-from detector.cli import UserError
+from detector.errors import UserError
 from detector.model.norm import FusedBatchNorm
 
 BACKBONE_LEVELS = (2, 3, 4, 5)

@@ -22,7 +22,7 @@ from pathlib import Path
 import keras
 import tensorflow as tf
 
-from detector.cli import UserError
+from detector.errors import UserError
 
 
 class MetricTracker(tf.Module):

@@ -15,11 +15,11 @@ from __future__ import annotations
 import csv
 import math
 import time
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
 
-from detector.cli import UserError
 from detector.config import Config, save_config
+from detector.errors import UserError
 
 # Columns always written first, in this order; others (val metrics, extra loss terms)
 # follow in order of first appearance.

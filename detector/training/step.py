@@ -18,7 +18,8 @@ replica count this reproduces the global gradient bit for bit.
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import keras
 import tensorflow as tf

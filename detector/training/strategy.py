@@ -22,8 +22,8 @@ import sys
 
 import tensorflow as tf
 
-from detector.cli import UserError
 from detector.config import DistributeConfig
+from detector.errors import UserError
 
 
 def configure_devices(dist: DistributeConfig) -> None:

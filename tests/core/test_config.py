@@ -5,8 +5,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from detector.config import (ConfigError, load_config, resolve_config_path, save_config,
-                             to_dict)
+from detector.config import ConfigError, load_config, resolve_config_path, save_config, to_dict
 
 
 def _write(tmp_path: Path, text: str) -> Path:
@@ -32,11 +31,13 @@ BASE = "data:\n  classes: [a, b]\n"
     (BASE.replace("[a, b]", "[a, b]\n  image_size: 200"), "data.image_size", "multiple of the largest stride"),
     (BASE.replace("[a, b]", "[a, b]\n  image_size: -32"), "data.image_size", "must be positive"),
     (BASE + "distribute:\n  strategy: magic\n", "distribute.strategy", "expected one of"),
-    (BASE + "matching:\n  positive_iou: 0.3\n  negative_iou: 0.4\n", "matching.negative_iou", "negative_iou <= positive_iou"),
+    (BASE + "matching:\n  positive_iou: 0.3\n  negative_iou: 0.4\n", "matching.negative_iou",
+     "negative_iou <= positive_iou"),
     (BASE + "model:\n  anchors:\n    aspect_ratios: 1.0\n", "model.anchors.aspect_ratios", "expected list"),
     (BASE + "model:\n  box_scale_factors: [1, 2]\n", "model.box_scale_factors", "expected list of 4"),
     (BASE + "train: 5\n", "train", "expected a mapping"),
-    (BASE.replace("[a, b]", "[a, b]\n  source: coco_json"), "data.train_json", "required when data.source is coco_json"),
+    (BASE.replace("[a, b]", "[a, b]\n  source: coco_json"), "data.train_json",
+     "required when data.source is coco_json"),
 ])
 def test_bad_values_name_file_and_key(tmp_path, text, key, fragment):
     path = _write(tmp_path, text)

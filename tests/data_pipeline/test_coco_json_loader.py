@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from datapipe_helpers import write_coco
 
-from detector.cli import UserError
 from detector.data.coco_json import load_coco_json
+from detector.errors import UserError
 
 CLASSES = ("circle", "square")
 # Category ids deliberately unlike class indices: mapping must go by NAME.

@@ -10,10 +10,10 @@ import pytest
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
-from detector.cli import UserError
 from detector.config import load_config
 from detector.data import PipelineStats, make_dataset
 from detector.data.tfds_source import image_hw, tfds_dataset
+from detector.errors import UserError
 
 
 def _encoded(h, w, ext):

@@ -6,9 +6,9 @@ import cv2
 import numpy as np
 import pytest
 
-from detector.cli import UserError
 from detector.data import dataset_info
 from detector.data.voc import load_voc
+from detector.errors import UserError
 
 XML = """<annotation><filename>{stem}.jpg</filename>
 <size><width>50</width><height>30</height><depth>3</depth></size>{objects}</annotation>"""

@@ -9,8 +9,6 @@ from detector.losses.dice import DiceLoss
 from detector.testing import check_gradients
 
 
-
-
 def _sigmoid(x):
     return 1.0 / (1.0 + np.exp(-x))
 
@@ -65,7 +63,8 @@ def test_multiclass_softmax_and_multilabel_sigmoid(mode):
     np.testing.assert_allclose(float(got), _np_dice_loss(onehot, _softmax(x.astype(np.float64)), 1.0, mode), rtol=1e-5)
     multihot = (rng.random((2, 6, 3)) > 0.5).astype(np.float32)
     got = DiceLoss(reduction_mode=mode)(multihot, x)
-    np.testing.assert_allclose(float(got), _np_dice_loss(multihot, _sigmoid(x.astype(np.float64)), 1.0, mode), rtol=1e-5)
+    want = _np_dice_loss(multihot, _sigmoid(x.astype(np.float64)), 1.0, mode)
+    np.testing.assert_allclose(float(got), want, rtol=1e-5)
 
 
 def test_hand_computed_values():

@@ -8,8 +8,14 @@ import pytest
 import tensorflow as tf
 
 from detector.config import LossConfig
-from detector.losses import (DetectionLoss, MultiTaskRegressionLoss, TaskUncertainty, count_positives,
-                             focal_loss_per_anchor, huber)
+from detector.losses import (
+    DetectionLoss,
+    MultiTaskRegressionLoss,
+    TaskUncertainty,
+    count_positives,
+    focal_loss_per_anchor,
+    huber,
+)
 from detector.testing import check_gradients
 
 

@@ -9,8 +9,6 @@ from detector.losses.dice import DiceLoss
 from detector.metrics import BinaryRecall, OptimalF1, PrecisionRecallF1
 
 
-
-
 def _np_counts(y, p, threshold, w=None):
     """Weighted (tp, fp, fn) with positive = y > 0.5, ignored = y < 0, predicted = p >= t."""
     y, p = np.asarray(y, np.float64), np.asarray(p, np.float32).ravel()
@@ -146,7 +144,8 @@ def test_two_replicas_equal_single_device(two_replica_strategy, make_metric):
     p = rng.random((8, 3)).astype(np.float32)
     y = (rng.random((8, 3)) > 0.5).astype(np.float32)
     w = np.ones(8, np.float32)  # integer-valued counts: exact equality
-    dist_vars, single_vars, dist_result, single_result = _distributed_vs_single(two_replica_strategy, make_metric, y, p, w)
+    dist_vars, single_vars, dist_result, single_result = _distributed_vs_single(
+        two_replica_strategy, make_metric, y, p, w)
     assert any(np.any(v > 0) for v in single_vars)
     for dv, sv in zip(dist_vars, single_vars):
         np.testing.assert_array_equal(dv, sv)

@@ -6,8 +6,8 @@ import pytest
 import tensorflow as tf
 
 from detector.anchors import anchors_for_config, generate_anchors
-from detector.cli import UserError
 from detector.config import from_dict, to_dict
+from detector.errors import UserError
 from detector.model import AnchorPredictor, Detector, build_detector
 
 TINY = {"backbone": {"width": 8}, "fpn_channels": 16, "head_channels": 16}
@@ -149,7 +149,7 @@ def test_compute_loss_accepts_pipeline_dicts():
 
 def test_freeze_bn_freezes_backbone_norms_only():
     model = build_detector(_cfg(64, {"backbone": {"width": 8, "freeze_bn": True}}))
-    bn = [l for l in model.backbone._flatten_layers() if isinstance(l, keras.layers.BatchNormalization)]
-    assert bn and not any(l.trainable for l in bn)
-    assert any(isinstance(l, keras.layers.BatchNormalization) and l.trainable
-               for l in model.fpn._flatten_layers())
+    bn = [layer for layer in model.backbone._flatten_layers() if isinstance(layer, keras.layers.BatchNormalization)]
+    assert bn and not any(layer.trainable for layer in bn)
+    assert any(isinstance(layer, keras.layers.BatchNormalization) and layer.trainable
+               for layer in model.fpn._flatten_layers())

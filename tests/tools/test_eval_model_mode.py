@@ -114,7 +114,8 @@ def test_user_errors_exit_2_naming_the_path(smoke, tmp_path):
     last = run / "checkpoints" / "last"
     code, _, err = run_in_process("eval", [*base, "--set", "model.fpn_channels=32", "--checkpoint", str(last)])
     assert code == 2 and f"checkpoint {last}/ckpt-" in err and "does not match the model" in err
-    code, _, err = run_in_process("eval", [*base, "--set", "data.image_size=160", "--checkpoint", str(run / "model.keras")])
+    code, _, err = run_in_process("eval", [*base, "--set", "data.image_size=160",
+                                           "--checkpoint", str(run / "model.keras")])
     assert code == 2 and "model.keras: the model was built for data.image_size = 128" in err
     code, _, err = run_in_process("eval", [*base, "--checkpoint", str(run / "config.yaml")])
     assert code == 2 and "config.yaml: not a .keras file" in err

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from detector.cli import UserError
+from detector.errors import UserError
 from detector.training.checkpoints import Checkpoints, MetricTracker, restore_model
 
 

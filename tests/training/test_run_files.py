@@ -5,8 +5,8 @@ import io
 import pytest
 import tensorflow as tf
 
-from detector.cli import UserError
 from detector.config import DistributeConfig, from_dict, load_config
+from detector.errors import UserError
 from detector.training.progress import ProgressBar
 from detector.training.results import ResultsWriter, find_resume_dir, new_run_dir, read_results
 from detector.training.strategy import build_strategy, configure_devices, is_chief

@@ -1,6 +1,6 @@
 """Training-step speed of the detector on random data (no dataset needed).
 
-    python -m detector.model.benchmark --config synthetic.yaml [--batch 16] [--steps 15] [--set k=v]
+    detector benchmark --config synthetic.yaml [--batch 16] [--steps 15] [--set k=v]
 
 Times one compiled step = forward (training mode) + DetectionLoss + backward +
 AdamW update on a fixed random batch at ``data.image_size``, after 3 warm-up
@@ -15,7 +15,7 @@ import argparse
 import sys
 import time
 
-from detector.cli import add_config_args, config_from_args, run_main
+from detector.commands.common import add_config_args, config_from_args
 
 
 def step_times(cfg, batch: int, steps: int, seed: int = 0) -> tuple[int, list[float]]:
@@ -59,12 +59,12 @@ def step_times(cfg, batch: int, steps: int, seed: int = 0) -> tuple[int, list[fl
     return model.count_params(), times
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def main(argv: list[str] | None = None, prog: str | None = None) -> int:
+    parser = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n\n")[0])
     add_config_args(parser)
     parser.add_argument("--batch", type=int, default=None, help="batch size (default train.batch_size)")
     parser.add_argument("--steps", type=int, default=15, help="timed steps")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     cfg = config_from_args(args)
     batch = args.batch or cfg.train.batch_size
     params, times = step_times(cfg, batch, args.steps)
@@ -74,6 +74,3 @@ def main() -> int:
           f"({batch / best:.1f} img/s)")
     return 0
 
-
-if __name__ == "__main__":
-    run_main(main)

@@ -1,0 +1,283 @@
+"""Exact COCO box mAP (pycocotools COCOeval iouType='bbox' numbers, faster).
+
+File mode (numpy only, never imports TensorFlow):
+
+    python tools/eval.py --gt instances_val.json --detections results.json [--json] [--per-class]
+
+``--detections`` is a COCO results list ``[{"image_id", "category_id", "bbox": [x, y, w, h],
+"score"}, ...]``, the same input ``COCO.loadRes`` takes.  Prints pycocotools' 12-line
+table; with ``--json`` stdout is exactly one JSON object with the keys AP AP50 AP75 APs
+APm APl AR1 AR10 AR100 ARs ARm ARl (-1 where pycocotools gives -1).  Bad input exits
+with code 2 and a message naming the file and the entry.
+
+Model mode (TensorFlow; the model runs over the config's val split, every image once)::
+
+    python tools/eval.py --config CFG [--set k=v ...] --checkpoint PATH [--json]
+        [--save-detections FILE] [--verify-pycocotools]
+
+``PATH`` is a run directory (its model.keras, else checkpoints/best, else
+checkpoints/last), a checkpoint directory or prefix (the model is built from the
+config), or a ``.keras`` file (loaded with ``safe_mode=True``; its own architecture is
+used and the config only supplies data and eval settings).  Prints the 12-line table
+plus the depth error on matched detections (:mod:`detector.evaluation.depth`); with
+``--json`` one object with the 12 keys and ``depth_error`` (null without matches).
+Detections are written as a COCO results list (plus ``"depth"`` metres per entry;
+bbox/score are the float32 values the metric saw) to ``--save-detections``, by
+default ``<run_dir>/detections_val.json`` when a run directory was given.
+``--verify-pycocotools`` runs pycocotools COCOeval on the GT file and the saved list
+and exits 1 if any stat differs by more than 1e-12.  Bad paths and checkpoints that
+do not fit the config exit 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import json
+import sys
+import time
+from pathlib import Path
+
+from detector.commands.common import add_config_args, config_from_args
+from detector.errors import UserError
+
+TOLERANCE = 1e-12   # --verify-pycocotools: max allowed |ours - pycocotools| per stat
+
+
+def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog=prog, description="Exact COCO box mAP (pycocotools-identical numbers).")
+    files = p.add_argument_group("file mode")
+    files.add_argument("--gt", type=Path, help="COCO instances JSON (images, annotations, categories)")
+    files.add_argument("--detections", type=Path, help="COCO results list JSON")
+    files.add_argument("--ignore-unknown-categories", action="store_true",
+                       help="drop detections whose category_id is not in the GT (pycocotools does "
+                            "this silently); by default they are an error")
+    model = p.add_argument_group("model mode")
+    add_config_args(model, required=False)
+    model.add_argument("--checkpoint",
+                       help="run dir, checkpoint dir or prefix, or .keras file to evaluate")
+    model.add_argument("--verify-pycocotools", action="store_true",
+                       help="also run pycocotools and check the numbers agree")
+    model.add_argument("--save-detections", type=Path, help="write the detections as a COCO results list")
+    p.add_argument("--json", action="store_true",
+                   help="print one JSON object with the 12 stats (model mode: plus depth_error)")
+    p.add_argument("--per-class", action="store_true", help="also print AP per category (table mode)")
+    return p
+
+
+def main(argv: list[str] | None = None, prog: str | None = None) -> int:
+    args = build_parser(prog).parse_args(argv)
+    if args.config or args.checkpoint or args.save_detections or args.verify_pycocotools:
+        if args.gt is not None or args.detections is not None:
+            raise UserError("use either file mode (--gt, --detections) or model mode (--config, "
+                            "--checkpoint), not both")
+        if not (args.config and args.checkpoint):
+            raise UserError("model mode needs both --config CFG and --checkpoint PATH")
+        return evaluate_model_mode(config_from_args(args), args.checkpoint, as_json=args.json,
+                                   per_class=args.per_class, save_path=args.save_detections,
+                                   verify=args.verify_pycocotools)
+    if args.gt is None or args.detections is None:
+        raise UserError("file mode needs both --gt GT.json and --detections DT.json")
+    return evaluate_file_mode(args.gt, args.detections, as_json=args.json, per_class=args.per_class,
+                              ignore_unknown_categories=args.ignore_unknown_categories)
+
+
+def evaluate_file_mode(gt_path: Path, dt_path: Path, as_json: bool = False, per_class: bool = False,
+                       ignore_unknown_categories: bool = False) -> int:
+    from detector.evaluation import evaluate_files, format_table
+
+    t0 = time.perf_counter()
+    result, gt = evaluate_files(gt_path, dt_path, ignore_unknown_categories)
+    stats = result.stats()
+    print(f"evaluated {len(gt.image_ids)} images, {len(gt.category_ids)} categories in "
+          f"{time.perf_counter() - t0:.2f} s", file=sys.stderr)
+    if as_json:
+        print(json.dumps(stats))
+        return 0
+    print(format_table(stats))
+    if per_class:
+        print("\ncategory_id  AP      name")
+        for cid, name, ap in zip(gt.category_ids, gt.category_names, result.per_class_ap()):
+            print(f"{cid:>11d}  {ap:6.3f}  {name}")
+    return 0
+
+
+# --------------------------------------------------------------------------- model mode
+
+
+def resolve_checkpoint(arg: str) -> tuple[str, str, Path | None]:
+    """``(kind "keras" | "checkpoint", path, run_dir or None)`` for ``--checkpoint``."""
+    import tensorflow as tf
+
+    p = Path(arg).expanduser()
+    if p.is_dir():
+        if (p / "model.keras").is_file():
+            return "keras", str(p / "model.keras"), p
+        for sub in ("checkpoints/best", "checkpoints/last"):
+            latest = tf.train.latest_checkpoint(str(p / sub))
+            if latest:
+                return "checkpoint", latest, p
+        latest = tf.train.latest_checkpoint(str(p))
+        if latest:
+            return "checkpoint", latest, None
+        raise UserError(f"--checkpoint {arg}: the directory has no model.keras, no checkpoints/best "
+                        "or checkpoints/last, and no checkpoint of its own")
+    if p.is_file() and p.suffix == ".keras":
+        return "keras", str(p), None
+    if Path(f"{p}.index").is_file():
+        return "checkpoint", str(p), None
+    if p.exists():
+        raise UserError(f"--checkpoint {arg}: not a .keras file, a run directory or a checkpoint prefix")
+    raise UserError(f"--checkpoint {arg}: no such file, directory or checkpoint prefix")
+
+
+def load_model_for(cfg, kind: str, path: str):
+    """``(model, cfg)``: the cfg's model/loss sections replaced by the model's own for .keras."""
+    import dataclasses
+
+    import keras
+    import tensorflow as tf
+
+    import detector.losses  # noqa: F401  (registers the serialisable loss classes)
+    from detector.model import Detector, build_detector
+    from detector.training.checkpoints import restore_model
+
+    if kind == "checkpoint":
+        model = build_detector(cfg)
+        logger, level = tf.get_logger(), tf.get_logger().level
+        # a failed restore warns once per unrestored variable when it is garbage-collected;
+        # the one-line error says it all, so the level stays at ERROR on failure
+        logger.setLevel("ERROR")
+        try:
+            restore_model(model, path)
+        except tf.errors.OpError as e:
+            raise UserError(f"checkpoint {path}: cannot read it: {e.message[:300]}") from None
+        logger.setLevel(level)
+        return model, cfg
+    try:
+        model = keras.saving.load_model(path, safe_mode=True)
+    except Exception as e:  # any failure to deserialise is a bad input file
+        raise UserError(f"{path}: cannot load the Keras model: {type(e).__name__}: {str(e)[:300]}") from None
+    if not isinstance(model, Detector):
+        raise UserError(f"{path}: holds a {type(model).__name__}, not a detector model")
+    for key, have, want in (("data.classes", list(model.class_names), list(cfg.data.classes)),
+                            ("data.image_size", model.image_size, cfg.data.image_size)):
+        if have != want:
+            raise UserError(f"{path}: the model was built for {key} = {have}, but the config has {want}")
+    tree = model.config_tree
+    return model, dataclasses.replace(cfg, model=tree.model, loss=tree.loss)
+
+
+def coco_results(results: list, category_ids, num_images: int | None = None):
+    """A sink for DetectionEvaluator appending COCO result dicts (plus "depth") to ``results``;
+    reports progress on stderr every ~10% of ``num_images``."""
+    import numpy as np
+
+    cat = np.asarray(category_ids, np.int64)
+    seen = [0]
+
+    def sink(gt, dets):
+        valid = np.flatnonzero(gt["valid"])
+        before, seen[0] = seen[0], seen[0] + len(valid)
+        if num_images and seen[0] * 10 // num_images > before * 10 // num_images:
+            print(f"  {seen[0]}/{num_images} images", file=sys.stderr, flush=True)
+        for b in valid:
+            image_id = int(gt["image_id"][b])
+            for j in np.flatnonzero(dets["classes"][b] >= 0):   # slot order = submission order
+                results.append({"image_id": image_id, "category_id": int(cat[dets["classes"][b, j]]),
+                                "bbox": [float(v) for v in dets["boxes_xywh"][b, j]],
+                                "score": float(dets["scores"][b, j]),
+                                "depth": float(dets["depth"][b, j])})
+
+    return sink
+
+
+def evaluate_model_mode(cfg, checkpoint: str, as_json: bool = False, per_class: bool = False,
+                        save_path: Path | None = None, verify: bool = False) -> int:
+    import dataclasses
+    import tempfile
+
+    kind, path, run_dir = resolve_checkpoint(checkpoint)
+    from detector.anchors import anchors_for_config
+    from detector.data import dataset_info, make_dataset
+    from detector.evaluation import format_table
+    from detector.evaluation.params import STAT_NAMES
+    from detector.training.detection_eval import DetectionEvaluator
+
+    model, cfg = load_model_for(cfg, kind, path)
+    if cfg.eval.steps is not None:
+        print(f"note: eval.steps={cfg.eval.steps} ignored; model mode evaluates every val image",
+              file=sys.stderr)
+        cfg = dataclasses.replace(cfg, eval=dataclasses.replace(cfg.eval, steps=None))
+    info = dataset_info(cfg)
+    if verify and not info.gt_json:
+        raise UserError(f"--verify-pycocotools: data.source {cfg.data.source} has no COCO GT file")
+    if save_path is None and run_dir is not None:
+        save_path = run_dir / "detections_val.json"
+    print(f"evaluating {path} on {info.num_val} val images", file=sys.stderr, flush=True)
+    import tensorflow as tf
+
+    evaluator = DetectionEvaluator(cfg, tf.distribute.get_strategy(), make_dataset(cfg, "val", training=False),
+                                   anchors_for_config(cfg), info.num_val)
+    results: list = []
+    t0 = time.perf_counter()
+    stats = evaluator(model, sink=coco_results(results, info.category_ids, info.num_val))
+    coco = {k: stats[k] for k in STAT_NAMES}
+    depth = stats.get("depth_error")
+    print(f"{len(results)} detections in {time.perf_counter() - t0:.1f} s; depth error over "
+          f"{evaluator.depth_pairs} matched detections", file=sys.stderr)
+    if save_path is None and verify:
+        save_path = Path(tempfile.mkdtemp(prefix="detector_eval_")) / "detections_val.json"
+    if save_path is not None:
+        save_path = Path(save_path).expanduser()
+        save_path.parent.mkdir(parents=True, exist_ok=True)
+        save_path.write_text(json.dumps(results))
+        print(f"detections written to {save_path}", file=sys.stderr)
+    if as_json:
+        print(json.dumps({**coco, "depth_error": depth}))
+    else:
+        print(format_table(coco))
+        print(" Depth error (mean |d - d_gt| / d_gt, IoU>=0.50 matches)       = "
+              + (f"{depth:0.3f}" if depth is not None else "n/a (no matches with known depth)"))
+        if per_class:
+            print("\nclass  AP      name")
+            for k, (name, ap) in enumerate(zip(cfg.data.classes, evaluator.metric.per_class_ap())):
+                print(f"{k:>5d}  {ap:6.3f}  {name}")
+    return verify_pycocotools(info.gt_json, save_path, coco) if verify else 0
+
+
+def verify_pycocotools(gt_json: str, dt_path: Path, stats: dict) -> int:
+    """pycocotools COCOeval on the GT file and the saved results; 1 (loudly) on any difference."""
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
+
+    from detector.evaluation.params import STAT_NAMES
+
+    with contextlib.redirect_stdout(io.StringIO()):
+        gt = COCO(gt_json)
+        results = json.loads(Path(dt_path).read_text())
+        if results:
+            dt = gt.loadRes(str(dt_path))
+        else:  # loadRes crashes on an empty list; an empty result set is what it means
+            dt = COCO()
+            dt.dataset = {"images": list(gt.dataset["images"]), "annotations": [],
+                          "categories": list(gt.dataset["categories"])}
+            dt.createIndex()
+        ev = COCOeval(gt, dt, "bbox")
+        ev.evaluate()
+        ev.accumulate()
+        ev.summarize()
+    ref = dict(zip(STAT_NAMES, (float(v) for v in ev.stats)))
+    bad = [k for k in STAT_NAMES if not abs(stats[k] - ref[k]) <= TOLERANCE]
+    worst = max(abs(stats[k] - ref[k]) for k in STAT_NAMES)
+    if not bad:
+        print(f"pycocotools agrees on all 12 stats (max |diff| {worst:.3g} <= {TOLERANCE:g})",
+              file=sys.stderr)
+        return 0
+    lines = [f"  {k}: ours {stats[k]!r} vs pycocotools {ref[k]!r} (diff {stats[k] - ref[k]:+.3g})"
+             for k in bad]
+    print(f"PYCOCOTOOLS MISMATCH: {len(bad)} of 12 stats differ by more than {TOLERANCE:g} "
+          f"(GT {gt_json}, detections {dt_path}):\n" + "\n".join(lines), file=sys.stderr)
+    return 1
+
