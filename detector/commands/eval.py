@@ -32,8 +32,6 @@ do not fit the config exit 2.
 from __future__ import annotations
 
 import argparse
-import contextlib
-import io
 import json
 import sys
 import time
@@ -85,7 +83,7 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
 
 def evaluate_file_mode(gt_path: Path, dt_path: Path, as_json: bool = False, per_class: bool = False,
                        ignore_unknown_categories: bool = False) -> int:
-    from detector.evaluation import evaluate_files, format_table
+    from detector.evaluation import evaluate_files, format_per_class, format_table
 
     t0 = time.perf_counter()
     result, gt = evaluate_files(gt_path, dt_path, ignore_unknown_categories)
@@ -97,9 +95,7 @@ def evaluate_file_mode(gt_path: Path, dt_path: Path, as_json: bool = False, per_
         return 0
     print(format_table(stats))
     if per_class:
-        print("\ncategory_id  AP      name")
-        for cid, name, ap in zip(gt.category_ids, gt.category_names, result.per_class_ap()):
-            print(f"{cid:>11d}  {ap:6.3f}  {name}")
+        print("\n" + format_per_class(gt.category_names, result.per_class_ap(), ids=gt.category_ids))
     return 0
 
 
@@ -201,9 +197,8 @@ def evaluate_model_mode(cfg, checkpoint: str, as_json: bool = False, per_class: 
     kind, path, run_dir = resolve_checkpoint(checkpoint)
     from detector.anchors import anchors_for_config
     from detector.data import dataset_info, make_dataset
-    from detector.evaluation import format_table
-    from detector.evaluation.params import STAT_NAMES
-    from detector.training.detection_eval import DetectionEvaluator
+    from detector.evaluation import STAT_NAMES, format_per_class, format_table
+    from detector.evaluation.evaluator import DetectionEvaluator
 
     model, cfg = load_model_for(cfg, kind, path)
     if cfg.eval.steps is not None:
@@ -241,36 +236,17 @@ def evaluate_model_mode(cfg, checkpoint: str, as_json: bool = False, per_class: 
         print(" Depth error (mean |d - d_gt| / d_gt, IoU>=0.50 matches)       = "
               + (f"{depth:0.3f}" if depth is not None else "n/a (no matches with known depth)"))
         if per_class:
-            print("\nclass  AP      name")
-            for k, (name, ap) in enumerate(zip(cfg.data.classes, evaluator.metric.per_class_ap())):
-                print(f"{k:>5d}  {ap:6.3f}  {name}")
+            print("\n" + format_per_class(cfg.data.classes, evaluator.metric.per_class_ap(),
+                                          ids=info.category_ids))
     return verify_pycocotools(info.gt_json, save_path, coco) if verify else 0
 
 
 def verify_pycocotools(gt_json: str, dt_path: Path, stats: dict) -> int:
     """pycocotools COCOeval on the GT file and the saved results; 1 (loudly) on any difference."""
-    from pycocotools.coco import COCO
-    from pycocotools.cocoeval import COCOeval
+    from detector.evaluation.reference import pycocotools_stats, stat_differences
 
-    from detector.evaluation.params import STAT_NAMES
-
-    with contextlib.redirect_stdout(io.StringIO()):
-        gt = COCO(gt_json)
-        results = json.loads(Path(dt_path).read_text())
-        if results:
-            dt = gt.loadRes(str(dt_path))
-        else:  # loadRes crashes on an empty list; an empty result set is what it means
-            dt = COCO()
-            dt.dataset = {"images": list(gt.dataset["images"]), "annotations": [],
-                          "categories": list(gt.dataset["categories"])}
-            dt.createIndex()
-        ev = COCOeval(gt, dt, "bbox")
-        ev.evaluate()
-        ev.accumulate()
-        ev.summarize()
-    ref = dict(zip(STAT_NAMES, (float(v) for v in ev.stats)))
-    bad = [k for k in STAT_NAMES if not abs(stats[k] - ref[k]) <= TOLERANCE]
-    worst = max(abs(stats[k] - ref[k]) for k in STAT_NAMES)
+    ref = pycocotools_stats(gt_json, dt_path)
+    bad, worst = stat_differences(stats, ref, TOLERANCE)
     if not bad:
         print(f"pycocotools agrees on all 12 stats (max |diff| {worst:.3g} <= {TOLERANCE:g})",
               file=sys.stderr)

@@ -52,7 +52,7 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
     from detector.training.strategy import configure_devices
 
     configure_devices(cfg.distribute)
-    from detector.training.detection_eval import COCO_STATS
+    from detector.evaluation.evaluator import STAT_NAMES
     from detector.training.detector_task import train
     from detector.training.engine import NonFiniteLossError
     from detector.training.results import format_metrics
@@ -65,7 +65,7 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
     r = outcome.result
     print(f"run directory: {outcome.run_dir}")
     print(f"stopped: {r.stop_reason} after {r.epochs_done} epochs ({r.step} steps)")
-    val = {k: r.logs[f"val_{k}"] for k in COCO_STATS if f"val_{k}" in r.logs}
+    val = {k: r.logs[f"val_{k}"] for k in STAT_NAMES if f"val_{k}" in r.logs}
     print(f"final: {format_metrics(r.logs, ('loss', 'images_per_s', 'input_wait_share'))}")
     if val:
         print(f"final val: {format_metrics(val)}")

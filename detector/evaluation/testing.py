@@ -8,13 +8,7 @@ same numbers.
 
 from __future__ import annotations
 
-import contextlib
-import copy
-import io
-
 import numpy as np
-
-from detector.evaluation.params import STAT_NAMES
 
 
 def random_coco(seed: int, num_images: int = 24, num_classes: int = 5, max_gt: int = 12,
@@ -92,27 +86,6 @@ def random_coco(seed: int, num_images: int = 24, num_classes: int = 5, max_gt: i
     rng.shuffle(images)
     cats = [{"id": c, "name": f"c{c}"} for c in cat_ids]
     return {"images": images, "annotations": anns, "categories": cats}, results
-
-
-def pycocotools_eval(gt: dict, results: list):
-    """Reference: a pycocotools ``COCOeval(iouType='bbox')`` after evaluate/accumulate/summarize."""
-    from pycocotools.coco import COCO
-    from pycocotools.cocoeval import COCOeval
-
-    with contextlib.redirect_stdout(io.StringIO()):
-        coco = COCO()
-        coco.dataset = copy.deepcopy(gt)
-        coco.createIndex()
-        ev = COCOeval(coco, coco.loadRes(copy.deepcopy(results)), "bbox")
-        ev.evaluate()
-        ev.accumulate()
-        ev.summarize()
-    return ev
-
-
-def pycocotools_stats(gt: dict, results: list) -> dict[str, float]:
-    """Reference: pycocotools' 12 stats for in-memory inputs."""
-    return dict(zip(STAT_NAMES, (float(s) for s in pycocotools_eval(gt, results).stats)))
 
 
 def to_batches(gt: dict, results: list, batch_size: int, max_gt: int, max_dets: int,

@@ -26,14 +26,14 @@ import tensorflow as tf
 from detector.anchors import anchors_for_config
 from detector.callbacks import CosineAnnealing, GradientMonitor, ProfilingCallback, ScalarLogger
 from detector.config import Config, ConfigError, TrainConfig, save_config
-from detector.training.detection_eval import COCO_STATS, EXTRA_STATS, DetectionEvaluator
+from detector.evaluation.evaluator import EXTRA_STATS, STAT_NAMES, DetectionEvaluator
 from detector.training.engine import EarlyStopping, FitResult, Trainer
 from detector.training.results import find_resume_dir, new_run_dir
 from detector.training.strategy import build_strategy, configure_devices, is_chief
 
 ANCHOR_METRICS = ("anchor_recall", "anchor_best_f1")
 TRAIN_METRICS = ("loss", "cls_loss", "box_loss", "depth_loss", *ANCHOR_METRICS)
-VAL_METRICS = tuple(f"val_{k}" for k in COCO_STATS + EXTRA_STATS)
+VAL_METRICS = tuple(f"val_{k}" for k in STAT_NAMES + EXTRA_STATS)
 
 
 class AnchorMetrics:

@@ -45,13 +45,16 @@ def test_records_map_classes_by_name_and_keep_values(tmp_path):
 
 
 @pytest.mark.parametrize("bad, message", [
-    ({"bbox": [1, 2, 3]}, r"annotations\[1\] \(id 2\): bbox must be 4 finite numbers"),
-    ({"bbox": [1, 2, -3, 4]}, r"annotations\[1\] \(id 2\): bbox has negative width"),
-    ({"bbox": [1, 2, "w", 4]}, r"annotations\[1\] \(id 2\): bbox must be 4"),
-    ({"area": None}, r"annotations\[1\] \(id 2\): area must be a non-negative number"),
+    ({"bbox": [1, 2, 3]}, r"annotations\[1\] \(id 2\): 'bbox' must be a list of 4 numbers"),
+    ({"bbox": [1, 2, -3, 4]}, r"annotations\[1\] \(id 2\): 'bbox' \[x, y, w, h\] has a negative size"),
+    ({"bbox": [1, 2, "w", 4]}, r"annotations\[1\] \(id 2\): 'bbox' must be a list of 4"),
+    ({"area": None}, r"annotations\[1\] \(id 2\): 'area' must be a number"),
     ({"image_id": 99}, r"annotations\[1\] \(id 2\): image_id 99 is not in 'images'"),
     ({"category_id": 5}, r"annotations\[1\] \(id 2\): category_id 5 is not in 'categories'"),
-    ({"iscrowd": 2}, r"annotations\[1\] \(id 2\): iscrowd must be 0 or 1"),
+    ({"area": -1.5}, r"annotations\[1\] \(id 2\): 'area' must be a non-negative number, got -1.5"),
+    ({"depth": "far"}, r"annotations\[1\] \(id 2\): 'depth' must be a number"),
+    ({"id": 1}, r"annotations\[1\]: duplicate annotation id 1 \(also annotations\[0\]\)"),
+    ({"iscrowd": 2}, r"annotations\[1\] \(id 2\): 'iscrowd' must be 0 or 1"),
 ])
 def test_bad_annotation_names_file_and_index(tmp_path, bad, message):
     path = _dataset(tmp_path, [_ann(1), _ann(2, **bad)])
@@ -86,12 +89,12 @@ def test_file_level_errors(tmp_path):
     with pytest.raises(UserError, match=f"{bad}: not valid JSON"):
         load_coco_json(bad, tmp_path, CLASSES)
     bad.write_text(json.dumps({"images": [], "annotations": []}))
-    with pytest.raises(UserError, match="missing or non-list 'categories'"):
+    with pytest.raises(UserError, match="no 'categories' list at the top level"):
         load_coco_json(bad, tmp_path, CLASSES)
     bad.write_text(json.dumps({"images": [{"id": 1, "file_name": "x.jpg", "height": 4, "width": 4},
                                           {"id": 1, "file_name": "y.jpg", "height": 4, "width": 4}],
                                "annotations": [], "categories": CATS}))
-    with pytest.raises(UserError, match=r"images\[1\]: duplicate image id 1"):
+    with pytest.raises(UserError, match=r"images\[1\]: duplicate image id 1 \(also images\[0\]\)"):
         load_coco_json(bad, tmp_path, CLASSES)
 
 

@@ -6,7 +6,7 @@ import re
 import numpy as np
 import pytest
 
-from detector.evaluation import evaluate, evaluate_files, testing
+from detector.evaluation import evaluate, evaluate_files, reference, testing
 from detector.evaluation.coco_io import load_detections, load_ground_truth
 from detector.evaluation.matching import bbox_iou
 from detector.evaluation.params import IOU_THRS, REC_THRS, STAT_NAMES
@@ -37,7 +37,7 @@ def test_cocoapi_val2014_100_matches_published_and_pycocotools(coco_ref_dir):
     result, _ = evaluate_files(gt_file, dt_file)
     stats = list(result.stats().values())
     assert np.max(np.abs(np.array(stats) - PUBLISHED)) <= 1e-12
-    ref = testing.pycocotools_stats(json.loads(gt_file.read_text()), json.loads(dt_file.read_text()))
+    ref = reference.pycocotools_stats(json.loads(gt_file.read_text()), json.loads(dt_file.read_text()))
     assert np.max(np.abs(np.array(stats) - list(ref.values()))) <= 1e-12
     # and the 3-decimal table the COCO API publishes (bbox section)
     text = (coco_ref_dir / "val2014_fake_eval_res.txt").read_text().split("type=bbox")[1]
@@ -48,7 +48,7 @@ def test_cocoapi_val2014_100_matches_published_and_pycocotools(coco_ref_dir):
 @pytest.mark.parametrize("seed", range(6))
 def test_random_edge_cases_full_arrays_equal_pycocotools(seed, tmp_path):
     gt, results = testing.random_coco(seed, num_images=20, crowded_image=2 if seed % 2 else 0)
-    ev = testing.pycocotools_eval(gt, results)
+    ev = reference.pycocotools_eval(gt, results)
     ours = _evaluate_in_memory(gt, results, tmp_path)
     stats = ours.stats()
     assert list(stats) == list(STAT_NAMES)
@@ -87,7 +87,7 @@ def test_edge_case_generator_really_has_the_edge_cases():
 def test_gt_annotation_id_zero_quirk_is_reproduced(tmp_path):
     gt, results = testing.random_coco(3, num_images=10)
     gt["annotations"][0]["id"] = 0       # pycocotools reads a match to it as "unmatched"
-    ev = testing.pycocotools_eval(gt, results)
+    ev = reference.pycocotools_eval(gt, results)
     ours = _evaluate_in_memory(gt, results, tmp_path)
     np.testing.assert_array_equal(ours.precision, ev.eval["precision"])
     np.testing.assert_array_equal(ours.recall, ev.eval["recall"])

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from detector.evaluation import evaluate_files, testing
+from detector.evaluation import evaluate_files, reference, testing
 from detector.evaluation.matching import bbox_iou as np_bbox_iou
 from detector.evaluation.params import STAT_NAMES
 from detector.evaluation.tf_matching import bbox_iou as tf_bbox_iou
@@ -39,7 +39,7 @@ def test_compiled_step_equals_pycocotools(seed):
     gt, results, batches = _data(seed)
     metric = MeanAveragePrecision(num_classes=5, max_detections_per_image=D_SLOTS, capacity=4000)
     stats = _run(metric, batches)
-    ev = testing.pycocotools_eval(gt, results)
+    ev = reference.pycocotools_eval(gt, results)
     assert list(stats) == list(STAT_NAMES)
     assert _max_diff(stats, dict(zip(STAT_NAMES, ev.stats))) <= 1e-12
     p = ev.eval["precision"][:, :, :, 0, -1]
@@ -52,7 +52,7 @@ def test_compiled_step_equals_pycocotools(seed):
 
 def test_xla_compiled_step_and_unjitted_matching_equal_pycocotools():
     gt, results, batches = _data(7)
-    ref = testing.pycocotools_stats(gt, results)
+    ref = reference.pycocotools_stats(gt, results)
     jit = _run(MeanAveragePrecision(5, D_SLOTS, capacity=4000), batches, jit_compile=True)
     plain = _run(MeanAveragePrecision(5, D_SLOTS, capacity=4000, jit_matching=False), batches)
     assert _max_diff(jit, ref) <= 1e-12
@@ -97,7 +97,7 @@ def test_mirrored_strategy_equals_single_device(two_replica_strategy):
         step(iterator)
     stats = {k: float(v) for k, v in metric.result().items()}
     assert stats == single                                      # exactly, not approximately
-    assert _max_diff(stats, testing.pycocotools_stats(gt, results)) <= 1e-12
+    assert _max_diff(stats, reference.pycocotools_stats(gt, results)) <= 1e-12
     assert (metric.count.numpy() > 0).all()                     # both replicas stored records
     assert int(metric.num_images.numpy()) == len(gt["images"])
 
@@ -111,7 +111,7 @@ def test_cocoapi_val2014_through_the_metric(coco_ref_dir):
         r["score"] = float(np.float32(r["score"]))
     batches = testing.to_batches(gt, results, 16, 48, 100)
     stats = _run(MeanAveragePrecision(80, 100, capacity=2000), batches)
-    assert _max_diff(stats, testing.pycocotools_stats(gt, results)) <= 1e-12
+    assert _max_diff(stats, reference.pycocotools_stats(gt, results)) <= 1e-12
 
 
 def test_capacity_overflow_is_reported_and_reset_clears_state():
@@ -129,7 +129,7 @@ def test_capacity_overflow_is_reported_and_reset_clears_state():
 
 def test_keras_evaluate_reports_the_12_stats():
     gt, results, batches = _data(2)
-    ref = testing.pycocotools_stats(gt, results)
+    ref = reference.pycocotools_stats(gt, results)
 
     class Eval(keras.Model):
         def __init__(self):
@@ -179,4 +179,4 @@ def test_images_marked_invalid_are_ignored():
         for k in arrays:
             arrays[k][~v] = arrays[k][0]
     stats = _run(MeanAveragePrecision(5, D_SLOTS, capacity=4000), batches)
-    assert _max_diff(stats, testing.pycocotools_stats(gt, results)) <= 1e-12
+    assert _max_diff(stats, reference.pycocotools_stats(gt, results)) <= 1e-12

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from tool_runner import run_in_process
 
-from detector.evaluation import testing
+from detector.evaluation import reference, testing
 from detector.evaluation.params import STAT_NAMES
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -42,7 +42,7 @@ def test_json_mode_subprocess_equals_pycocotools_without_tensorflow(tmp_path, co
         assert list(stats) == list(STAT_NAMES) and proc.stdout.count("\n") == 1
         if data is None:
             data = (json.loads(Path(gt_file).read_text()), json.loads(Path(dt_file).read_text()))
-        ref = testing.pycocotools_stats(*data)
+        ref = reference.pycocotools_stats(*data)
         assert max(abs(stats[k] - ref[k]) for k in STAT_NAMES) <= 1e-12
         imported = {line.split("|")[-1].strip() for line in proc.stderr.splitlines() if "import time:" in line}
         assert "numpy" in imported and not any(m.startswith("tensorflow") for m in imported)
@@ -54,7 +54,7 @@ def test_table_is_pycocotools_summarize_output(tmp_path):
                                     "--detections", str(tmp_path / "dt.json")])
     assert code == 0
     buf = io.StringIO()
-    ev = testing.pycocotools_eval(gt, results)
+    ev = reference.pycocotools_eval(gt, results)
     with contextlib.redirect_stdout(buf):
         ev.summarize()
     assert out.strip("\n").splitlines() == buf.getvalue().strip("\n").splitlines()
@@ -69,7 +69,7 @@ def test_ignore_unknown_categories_matches_pycocotools_dropping_them(tmp_path):
     code, out, err = run_in_process("eval", ["--gt", files[0], "--detections", files[1], "--json",
                                       "--ignore-unknown-categories"])
     assert code == 0 and "dropping 1 detections" in err
-    ref = testing.pycocotools_stats(gt, results)
+    ref = reference.pycocotools_stats(gt, results)
     stats = json.loads(out)
     assert max(abs(stats[k] - ref[k]) for k in STAT_NAMES) <= 1e-12
 
@@ -86,7 +86,7 @@ BAD_DETECTIONS = [
     ("[{\"image_id\": 1,", "dt.json: not valid JSON"),
     ({"annotations": []}, "dt.json: expected a JSON list of detection results"),
     ([_det(), _det(image_id=99)], "dt.json: entry[1]: image_id 99 is not an image of the ground truth"),
-    ([_det(), {"image_id": 1, "category_id": 7, "score": 0.1}], "dt.json: entry[1] has no 'bbox' field"),
+    ([_det(), {"image_id": 1, "category_id": 7, "score": 0.1}], "dt.json: entry[1]: missing field 'bbox'"),
     ([_det(), _det(), _det(score=float("nan"))], "dt.json: entry[2]: 'score' is not finite"),
     ([_det(bbox=[1.0, 2.0, -3.0, 4.0])], "dt.json: entry[0]: 'bbox' [x, y, w, h] has a negative size"),
     ([_det(), _det(bbox=[1.0, 2.0, 3.0])], "dt.json: entry[1]: 'bbox' must be a list of 4 numbers"),
@@ -120,10 +120,12 @@ BAD_GT = [
     (_gt_with(image_id=5), "gt.json: annotations[1] (id 2): image_id 5 is not in 'images'"),
     (_gt_with(category_id=8), "gt.json: annotations[1] (id 2): category_id 8 is not in 'categories'"),
     (_gt_with(id=1), "gt.json: annotations[1]: duplicate annotation id 1 (also annotations[0])"),
-    (_gt_with(area=None), "gt.json: annotations[1]: 'area' must be a number"),
-    (_gt_with(bbox=[0, 0, 5, -1]), "gt.json: annotations[1]: 'bbox' [x, y, w, h] has a negative size"),
-    ({**GOOD_GT, "annotations": [{"id": 1, "image_id": 1, "category_id": 7, "bbox": [1, 2, 3, 4],
-                                  "area": 12.0}]}, "gt.json: annotations[0] has no 'iscrowd' field"),
+    (_gt_with(area=None), "gt.json: annotations[1] (id 2): 'area' must be a number"),
+    (_gt_with(bbox=[0, 0, 5, -1]), "gt.json: annotations[1] (id 2): 'bbox' [x, y, w, h] has a negative size"),
+    (_gt_with(iscrowd=2), "gt.json: annotations[1] (id 2): 'iscrowd' must be 0 or 1, got 2"),
+    ({**GOOD_GT, "annotations": [{"id": 1, "image_id": 1, "category_id": 7, "bbox": [1, 2, 3, 4]}]},
+     "gt.json: annotations[0] (id 1): missing field 'area'"),
+    ({**GOOD_GT, "images": [{"id": 1}, {"id": 1}]}, "gt.json: images[1]: duplicate image id 1 (also images[0])"),
 ]
 
 

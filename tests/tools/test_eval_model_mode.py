@@ -14,7 +14,7 @@ import pytest
 from tool_runner import load_tool, run_in_process
 
 from detector.config import load_config
-from detector.evaluation import testing
+from detector.evaluation import reference
 from detector.evaluation.depth import depth_error_sums
 from detector.evaluation.params import STAT_NAMES
 from detector.training.results import read_results
@@ -70,7 +70,7 @@ def test_run_dir_json_equals_pycocotools_and_training_val(smoke, run_dir_result)
     gt_doc = json.loads(Path(info.gt_json).read_text())
     assert len(saved) > 0 and {d["category_id"] for d in saved} <= set(info.category_ids)
     assert {d["image_id"] for d in saved} <= {im["id"] for im in gt_doc["images"]}
-    ref = testing.pycocotools_stats(gt_doc, saved)
+    ref = reference.pycocotools_stats(gt_doc, saved)
     assert max(abs(stats[k] - ref[k]) for k in STAT_NAMES) <= 1e-12
     assert 0.0 <= stats["AR100"] <= 1.0 and stats["AR100"] > 0      # some detections are right
     # the training-time evaluation of the same final weights (results.csv: 6 digits)

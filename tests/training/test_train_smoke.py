@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from detector.config import load_config
-from detector.training.detection_eval import COCO_STATS, network_to_original_xywh
+from detector.evaluation.evaluator import STAT_NAMES, network_to_original_xywh
 from detector.training.results import read_results
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -51,7 +51,7 @@ def test_train_tool_runs(tmp_path, capsys):
     rows = read_results(run / "results.csv")
     assert len(rows) == 1 and rows[0]["step"] == "2"
     for key in ["loss", "cls_loss", "box_loss", "depth_loss", "lr", "images_per_s", "input_wait_share",
-                *(f"val_{k}" for k in COCO_STATS), "val_loss", "val_depth_abs_rel"]:
+                *(f"val_{k}" for k in STAT_NAMES), "val_loss", "val_depth_abs_rel"]:
         assert rows[0][key] != "", key
     assert float(rows[0]["images_per_s"]) > 0
     assert (run / "checkpoints" / "last" / "checkpoint").is_file()

@@ -8,7 +8,7 @@ import pytest
 import tensorflow as tf
 
 from detector.evaluation.depth import DepthError, depth_error_sums, match_image
-from detector.training.detection_eval import network_to_original_xywh
+from detector.evaluation.evaluator import network_to_original_xywh
 from detector.training.detector_task import AnchorMetrics
 
 PAD = [0.0, 0.0, 0.0, 0.0]

@@ -1,4 +1,6 @@
-"""Validation of the detector during training: COCO mAP, val loss, depth error.
+"""Evaluation of a detector model over a val split: COCO mAP, val loss, depth error.
+
+Used by training (every ``eval.every_n_epochs``) and by ``detector eval`` model mode.
 
 The val dataset is iterated on the host; each global batch is split over the
 replicas (``experimental_distribute_values_from_function``), the model and the
@@ -27,8 +29,9 @@ import tensorflow as tf
 
 from detector.config import Config
 from detector.evaluation.depth import DepthError
+from detector.evaluation.params import STAT_NAMES
 
-COCO_STATS = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl")
+__all__ = ["DetectionEvaluator", "EXTRA_STATS", "STAT_NAMES", "network_to_original_xywh"]
 EXTRA_STATS = ("loss", "depth_abs_rel", "depth_error")
 SUM = tf.distribute.ReduceOp.SUM
 
