@@ -195,10 +195,10 @@ def evaluate_model_mode(cfg, checkpoint: str, as_json: bool = False, per_class: 
     import tempfile
 
     kind, path, run_dir = resolve_checkpoint(checkpoint)
-    from detector.anchors import anchors_for_config
     from detector.data import dataset_info, make_dataset
     from detector.evaluation import STAT_NAMES, format_per_class, format_table
     from detector.evaluation.evaluator import DetectionEvaluator
+    from detector.targets.anchors import anchors_for_config
 
     model, cfg = load_model_for(cfg, kind, path)
     if cfg.eval.steps is not None:

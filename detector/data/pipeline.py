@@ -20,7 +20,7 @@ batch completed with ``valid=False`` padding images (targets all ignore, no boxe
 Per image: ONE ``tf.numpy_function`` (decode + albumentations + letterbox, see
 :mod:`detector.data.augment`) or the pure-TF path (:mod:`detector.data.augment_tf`,
 ``data.augment.backend: tf``/``none``), then targets from
-:func:`detector.matching.assign_targets` in the graph.  Unreadable images are
+:func:`detector.targets.assign.assign_targets` in the graph.  Unreadable images are
 filtered out (warning + count in :class:`PipelineStats`); randomness is seeded per
 element from ``data.seed`` and the element's position, so with a seed the stream is
 reproducible regardless of thread scheduling.
@@ -30,12 +30,12 @@ from __future__ import annotations
 
 import tensorflow as tf
 
-from detector.anchors import anchors_for_config
 from detector.data import augment_tf
 from detector.data.augment import OUTPUT_DTYPES, Processor
 from detector.data.records import PipelineStats
 from detector.data.sources import source_dataset
-from detector.matching import IGNORE, assign_targets
+from detector.targets.anchors import anchors_for_config
+from detector.targets.assign import IGNORE, assign_targets
 
 _GT_KEYS = ("boxes", "boxes_xywh", "classes", "is_crowd", "area", "depth", "num_boxes",
             "scale", "original_size")

@@ -1,6 +1,6 @@
 """Box + depth regression loss and the task weighting (fixed or learned uncertainty).
 
-Per anchor (targets from :func:`detector.matching.assign_targets`)::
+Per anchor (targets from :func:`detector.targets.assign.assign_targets`)::
 
     box   = sum_{k in ty,tx,th,tw} huber(pred_k - target_k; delta)   only where cls >= 0
     depth = huber(pred - target; delta) or 0.5 * (pred - target)**2   only where depth_mask = 1

@@ -4,10 +4,10 @@
 (or a pipeline dict holding ``"images"``) returns::
 
     {"cls_logits": float32 [B, N, C]   logits, class ids 0..C-1, no background slot,
-     "box":        float32 [B, N, 4]   codes [ty, tx, th, tw] (detector.box_coder),
+     "box":        float32 [B, N, 4]   codes [ty, tx, th, tw] (detector.targets.box_coder),
      "depth":      float32 [B, N]      predicted log(depth in metres)}
 
-with ``N`` anchors in the order of :mod:`detector.anchors`.  The forward pass has
+with ``N`` anchors in the order of :mod:`detector.targets.anchors`.  The forward pass has
 no data-dependent Python control flow (exportable to TFLite).
 
 Training: ``model.compile(optimizer=...)`` then ``model.fit(ds)`` where ``ds``
@@ -24,12 +24,12 @@ import math
 import keras
 import tensorflow as tf
 
-from detector import anchors as anchor_lib
 from detector.config import Config, from_dict, to_dict
 from detector.losses import DetectionLoss, TaskUncertainty, all_reduce_sum, count_positives
 from detector.model.backbones import build_backbone
 from detector.model.fpn import FeaturePyramid
 from detector.model.heads import AnchorPredictor, HeadTower
+from detector.targets import anchors as anchor_lib
 
 _TERMS = ("cls", "box", "depth")
 

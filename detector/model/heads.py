@@ -5,7 +5,7 @@ shared by all levels while each level has its own BN (as in EfficientDet: levels
 have different activation statistics, so one BN would see a mixture).  An
 :class:`AnchorPredictor` is a shared 3x3 conv producing ``A*K`` channels per
 location, reshaped ``[B, H, W, A*K] -> [B, H*W*A, K]`` and concatenated over
-levels, which is exactly the anchor order of :mod:`detector.anchors` (levels
+levels, which is exactly the anchor order of :mod:`detector.targets.anchors` (levels
 ascending, locations row-major, ``scale_idx * len(ratios) + ratio_idx`` innermost).
 """
 

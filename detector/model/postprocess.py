@@ -5,7 +5,7 @@ Steps per image (batched, no Python loops over data):
 1. ``scores = sigmoid(cls_logits)`` ``[B, N, C]``; flatten anchors x classes and
    keep the ``eval.pre_nms_top_k`` best pairs (an anchor may appear with several
    classes).
-2. Decode those anchors' box codes (:func:`detector.box_coder.decode`), clip to the
+2. Decode those anchors' box codes (:func:`detector.targets.box_coder.decode`), clip to the
    image ``[0, S]``.
 3. Greedy NMS (``eval.nms_iou``; a box is suppressed when IoU > threshold with a
    kept higher-scoring box) with ``eval.score_threshold``.  Per-class by default:
@@ -27,14 +27,14 @@ from __future__ import annotations
 import numpy as np
 import tensorflow as tf
 
-from detector import box_coder
+from detector.targets import box_coder
 
 # Predicted log-depth is clamped before exp so that an untrained head cannot emit inf.
 _LOG_DEPTH_RANGE = (-10.0, 10.0)
 
 
 def infer_image_size(anchors: np.ndarray) -> float:
-    """Input side ``S`` from anchors centred at ``stride/2 + k*stride`` (detector.anchors):
+    """Input side ``S`` from anchors centred at ``stride/2 + k*stride`` (detector.targets.anchors):
     the first and last centres of a level sit ``stride/2`` inside the image, so
     ``S = min centre + max centre``, rounded to whole pixels (float32 anchors).
     ``anchors`` must be constant (numpy or an eager / constant tensor)."""

@@ -23,10 +23,10 @@ from pathlib import Path
 import keras
 import tensorflow as tf
 
-from detector.anchors import anchors_for_config
 from detector.callbacks import CosineAnnealing, GradientMonitor, ProfilingCallback, ScalarLogger
 from detector.config import Config, ConfigError, TrainConfig, save_config
 from detector.evaluation.evaluator import EXTRA_STATS, STAT_NAMES, DetectionEvaluator
+from detector.targets.anchors import anchors_for_config
 from detector.training.engine import EarlyStopping, FitResult, Trainer
 from detector.training.results import find_resume_dir, new_run_dir
 from detector.training.strategy import build_strategy, configure_devices, is_chief
@@ -60,7 +60,7 @@ class AnchorMetrics:
 
     def update(self, batch, outputs) -> None:
         """Replica-context update from a per-replica batch and the model outputs."""
-        from detector.matching import IGNORE
+        from detector.targets.assign import IGNORE
 
         # The first `sample_images` images of each replica batch only: the full batch cost
         # ~10% of a train step (1.2M decisions at 256 px), a sample keeps it near 1%.

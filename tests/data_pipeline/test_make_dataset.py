@@ -7,8 +7,8 @@ import pytest
 import tensorflow as tf
 from datapipe_helpers import write_coco
 
-from detector.anchors import anchors_for_config
 from detector.data import PipelineStats, dataset_info, make_dataset
+from detector.targets.anchors import anchors_for_config
 
 
 def _batches(ds, n=None):

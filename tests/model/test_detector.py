@@ -5,10 +5,10 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from detector.anchors import anchors_for_config, generate_anchors
 from detector.config import from_dict, to_dict
 from detector.errors import UserError
 from detector.model import AnchorPredictor, Detector, build_detector
+from detector.targets.anchors import anchors_for_config, generate_anchors
 
 TINY = {"backbone": {"width": 8}, "fpn_channels": 16, "head_channels": 16}
 

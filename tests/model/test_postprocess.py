@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from detector.anchors import generate_anchors
 from detector.config import EvalConfig
 from detector.model import decode_detections
 from detector.model.postprocess import infer_image_size
+from detector.targets.anchors import generate_anchors
 
 SIZE = 64
 SCALES = (10.0, 10.0, 5.0, 5.0)

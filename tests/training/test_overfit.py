@@ -4,12 +4,12 @@ decoding, NMS, the COCO metric) has to be right for this to pass."""
 import keras
 import tensorflow as tf
 
-from detector.anchors import anchors_for_config
 from detector.config import load_config
 from detector.data import make_dataset
 from detector.evaluation.evaluator import DetectionEvaluator
 from detector.losses import count_positives
 from detector.model import build_detector
+from detector.targets.anchors import anchors_for_config
 
 
 def test_overfit_a_handful_of_images(tmp_path):

@@ -2,9 +2,9 @@
 
 import numpy as np
 
-from detector import box_coder
 from detector.config import MatchingConfig
-from detector.matching import assign_targets, iou
+from detector.targets import box_coder
+from detector.targets.assign import assign_targets, iou
 
 CFG = MatchingConfig(positive_iou=0.5, negative_iou=0.4, force_match=True)
 

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from detector.anchors import generate_anchors
+from detector.targets.anchors import generate_anchors
 
 
 def test_count_and_level_order():

@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from detector import box_coder
+from detector.targets import box_coder
 
 
 def test_encode_hand_computed():

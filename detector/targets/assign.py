@@ -1,4 +1,4 @@
-"""IoU matching of anchors to ground truth and per-anchor training targets.
+"""Assignment of ground truth to anchors (IoU matching) and per-anchor training targets.
 
 Labels per anchor (the ``cls`` target):
 
@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import tensorflow as tf
 
-from detector import box_coder
+from detector.targets import box_coder
 
 IGNORE = -2
 BACKGROUND = -1
@@ -59,7 +59,7 @@ def assign_targets(
     """Targets for one image.
 
     Args:
-      anchors: float32 ``[N, 4]`` yxyx pixels (see :mod:`detector.anchors`).
+      anchors: float32 ``[N, 4]`` yxyx pixels (see :mod:`detector.targets.anchors`).
       gt_boxes: float32 ``[M, 4]`` yxyx pixels, same frame as the anchors; ``M`` may be 0.
       gt_classes: int32 ``[M]`` class ids ``0..C-1``; ``-1`` marks padding.
       gt_is_crowd: bool ``[M]``; crowd boxes never create positives.
