@@ -10,11 +10,14 @@
 with ``N`` anchors in the order of :mod:`detector.targets.anchors`.  The forward pass has
 no data-dependent Python control flow (exportable to TFLite).
 
-Training: ``model.compile(optimizer=...)`` then ``model.fit(ds)`` where ``ds``
-yields ``(images, targets)`` tuples or pipeline dicts ``{"images", "targets", ...}``.
-:meth:`compute_loss` applies :class:`~detector.losses.DetectionLoss` with the
-positive count all-reduced across replicas (a no-op on one device), and logs the
-task terms as ``cls_loss``, ``box_loss``, ``depth_loss``.
+Training: ``detector train`` (:mod:`detector.training`) is the full path: checkpoints,
+resume, evaluation, callbacks, every strategy.  Plain Keras is supported too, on one
+device and under ``MirroredStrategy``: ``model.compile(optimizer=...)`` then
+``model.fit(ds)`` where ``ds`` yields ``(images, targets)`` tuples or pipeline dicts
+``{"images", "targets", ...}``.  :meth:`compute_loss` applies
+:class:`~detector.losses.DetectionLoss` with the positive count all-reduced across
+replicas (a no-op on one device), and logs the task terms as ``cls_loss``,
+``box_loss``, ``depth_loss``; one ``fit`` step equals one engine step (tested).
 """
 
 from __future__ import annotations

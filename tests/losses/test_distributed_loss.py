@@ -105,3 +105,32 @@ def test_compute_loss_uses_global_positive_count(two_replica_strategy):
     per_replica = step(strategy.experimental_distribute_values_from_function(shard))
     np.testing.assert_allclose(sum(float(v) for v in strategy.experimental_local_results(per_replica)),
                                expected, rtol=1e-6)
+
+
+def test_keras_fit_matches_the_engine_step_under_mirrored(two_replica_strategy):
+    """``model.fit`` (the Keras path) and the engine's TrainStep take the same SGD step
+    on 2 replicas: same global batch, same split, same weights afterwards."""
+    import keras
+
+    from detector.training.step import TrainStep
+
+    strategy = two_replica_strategy
+    cfg = _cfg("fixed")
+    with strategy.scope():
+        keras_model = build_detector(cfg)
+        engine_model = build_detector(cfg)
+        engine_model.set_weights(keras_model.get_weights())
+        keras_model.compile(optimizer=keras.optimizers.SGD(0.05))
+        optimizer = keras.optimizers.SGD(0.05)
+    images, targets = _batch(keras_model.anchors().shape[0], seed=2)
+    ds = tf.data.Dataset.from_tensor_slices((images, targets)).batch(GLOBAL_BATCH)
+    history = keras_model.fit(ds, epochs=1, verbose=0, shuffle=False).history
+
+    step = TrainStep(strategy, engine_model, optimizer,
+                     loss_fn=lambda batch, outputs, count: engine_model.detection_loss(batch[1], outputs, count),
+                     forward_fn=lambda m, batch, training: m(batch[0], training=training),
+                     count_fn=lambda batch: count_positives(batch[1]))
+    logs = step(next(iter(strategy.experimental_distribute_dataset(ds))))
+    np.testing.assert_allclose(history["loss"][0], float(logs["total"]), rtol=1e-5)
+    for a, b in zip(keras_model.trainable_weights, engine_model.trainable_weights):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-6, err_msg=a.path)
