@@ -22,8 +22,10 @@ from __future__ import annotations
 
 import tensorflow as tf
 
+from detector.config import DataConfig
 
-def decode(encoded) -> tf.Tensor:
+
+def decode(encoded: tf.Tensor) -> tf.Tensor:
     """uint8 ``[H, W, 3]`` RGB from JPEG/PNG/BMP/GIF bytes."""
     img = tf.io.decode_image(encoded, channels=3, expand_animations=False)
     img.set_shape([None, None, 3])
@@ -72,7 +74,8 @@ def _pack(image, xyxy, xywh, classes, crowd, area, depth, scale, hw, max_boxes: 
     return out
 
 
-def tf_eval(encoded, boxes, classes, crowd, area, depth, data_cfg) -> dict:
+def tf_eval(encoded: tf.Tensor, boxes: tf.Tensor, classes: tf.Tensor, crowd: tf.Tensor, area: tf.Tensor,
+            depth: tf.Tensor, data_cfg: DataConfig) -> dict:
     """Letterbox only; every annotation kept as annotated (see augment.py)."""
     img = decode(encoded)
     h, w = tf.shape(img)[0], tf.shape(img)[1]
@@ -92,7 +95,8 @@ def _uniform(seed, i, lo=0.0, hi=1.0):
                                        minval=lo, maxval=hi, dtype=tf.float64)
 
 
-def tf_train(encoded, boxes, classes, crowd, area, depth, seed, data_cfg) -> dict:
+def tf_train(encoded: tf.Tensor, boxes: tf.Tensor, classes: tf.Tensor, crowd: tf.Tensor, area: tf.Tensor,
+             depth: tf.Tensor, seed: tf.Tensor, data_cfg: DataConfig) -> dict:
     """Augmented training example; ``seed`` int64 [2] makes it reproducible."""
     a, size = data_cfg.augment, data_cfg.image_size
     seed = tf.cast(seed, tf.int64)

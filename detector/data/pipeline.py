@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import tensorflow as tf
 
+from detector.config import Config
 from detector.data import augment_tf
 from detector.data.augment import OUTPUT_DTYPES, Processor
 from detector.data.records import PipelineStats
@@ -100,7 +101,7 @@ def _padding(spec) -> tf.data.Dataset:
     return tf.data.Dataset.from_tensors(zeros)
 
 
-def make_dataset(cfg, split: str, training: bool, stats: PipelineStats | None = None,
+def make_dataset(cfg: Config, split: str, training: bool, stats: PipelineStats | None = None,
                  batch_size: int | None = None) -> tf.data.Dataset:
     """Batched dataset of ``split`` ("train" or "val"); see the module docstring.
 

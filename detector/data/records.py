@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -107,7 +108,7 @@ def degenerate_mask(boxes_xywh: np.ndarray, height: float, width: float) -> np.n
     return (c[:, 2] <= c[:, 0]) | (c[:, 3] <= c[:, 1])
 
 
-def write_coco_gt(records: list[ImageRecord], class_names, path: str | Path) -> Path:
+def write_coco_gt(records: list[ImageRecord], class_names: Sequence[str], path: str | Path) -> Path:
     """Write a COCO-format GT file (category id = class index + 1, ann ids from 1).
 
     Box and area values are written unchanged (Python floats round-trip exactly).

@@ -14,6 +14,7 @@ random per object and never encode the class.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 
 import cv2
 import numpy as np
@@ -86,7 +87,7 @@ DRAWERS = {
 }
 
 
-def check_class_names(names) -> None:
+def check_class_names(names: Iterable[str]) -> None:
     """Raise ``ValueError`` naming every class the generator cannot draw."""
     unknown = [n for n in names if n not in DRAWERS]
     if unknown:

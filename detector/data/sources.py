@@ -20,6 +20,7 @@ from types import SimpleNamespace
 import numpy as np
 import tensorflow as tf
 
+from detector.config import Config
 from detector.data.coco_json import load_coco_json
 from detector.data.records import DatasetInfo, ImageRecord, count_degenerate, write_coco_gt
 from detector.data.sampling import repeat_records
@@ -35,7 +36,7 @@ def _split_name(cfg, split: str) -> str:
     return cfg.data.train_split if split == "train" else cfg.data.val_split
 
 
-def load_records(cfg, split: str) -> tuple[list[ImageRecord], dict]:
+def load_records(cfg: Config, split: str) -> tuple[list[ImageRecord], dict]:
     """Records of a file-based source (synthetic, coco_json, voc) for ``split``.
 
     Parsed once per process and data config: the trainer rebuilds its dataset every
@@ -78,7 +79,7 @@ def _written_gt(cfg, records: list[ImageRecord], tag: str) -> str:
     return str(path)
 
 
-def dataset_info(cfg) -> DatasetInfo:
+def dataset_info(cfg: Config) -> DatasetInfo:
     """Class names, split sizes and the val GT file for pycocotools (generates synthetic data)."""
     d = cfg.data
     if d.source == "tfds":
@@ -131,7 +132,7 @@ def records_dataset(records: list[ImageRecord]) -> tf.data.Dataset:
     return ds.map(read, num_parallel_calls=tf.data.AUTOTUNE)
 
 
-def source_dataset(cfg, split: str, training: bool) -> tuple[tf.data.Dataset, int | None]:
+def source_dataset(cfg: Config, split: str, training: bool) -> tuple[tf.data.Dataset, int | None]:
     """``(dataset of canonical elements, number of images or None)`` in a fixed order."""
     if cfg.data.source == "tfds":
         from detector.data.tfds_source import tfds_dataset

@@ -26,6 +26,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from detector.config import Config
 from detector.data.shapes import check_class_names
 from detector.data.synthetic_scene import generate_image
 
@@ -33,7 +34,7 @@ GENERATOR_VERSION = 1   # part of the cache key: bump when synthetic_scene.py ch
 _CHUNK = 50
 
 
-def dataset_dir(cfg) -> Path:
+def dataset_dir(cfg: Config) -> Path:
     """Cache folder of the synthetic dataset described by ``cfg`` (may not exist yet)."""
     s = cfg.data.synthetic
     key = {"version": GENERATOR_VERSION, "classes": list(cfg.data.classes),
@@ -42,7 +43,7 @@ def dataset_dir(cfg) -> Path:
     return Path(s.cache_dir).expanduser() / f"synthetic-{digest}"
 
 
-def ensure_synthetic(cfg, progress: bool = True) -> Path:
+def ensure_synthetic(cfg: Config, progress: bool = True) -> Path:
     """Generate the dataset if its cache folder is missing; return the folder.
 
     Generation writes into a temporary sibling folder and renames it at the end, so an

@@ -23,10 +23,12 @@ Scene model (all drawn with OpenCV, one pass, seeded per image):
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import cv2
 import numpy as np
 
+from detector.config import SyntheticConfig
 from detector.data.shapes import PHYSICAL_SIZE, shape_mask
 
 FOCAL_PER_WIDTH = 1.25
@@ -139,7 +141,8 @@ def _sample_object(rng, name: str, h: int, w: int, far: bool = False):
     return phys, depth, focal * phys / depth
 
 
-def generate_image(rng, class_names, s) -> tuple[np.ndarray, list[dict]]:
+def generate_image(rng: np.random.Generator, class_names: Sequence[str],
+                   s: SyntheticConfig) -> tuple[np.ndarray, list[dict]]:
     """One image (uint8 BGR ``[H, W, 3]``) and its COCO annotation dicts (no ids).
 
     ``s`` is a :class:`~detector.config.SyntheticConfig`.  Category ids are

@@ -21,9 +21,11 @@ downloaded: an unprepared dataset raises a :class:`UserError` with instructions.
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 
 import tensorflow as tf
 
+from detector.config import Config
 from detector.errors import UserError
 
 log = logging.getLogger("detector.data")
@@ -48,7 +50,7 @@ def _builder(cfg):
         raise UserError(f"data.tfds_name: cannot open tfds builder {cfg.data.tfds_name!r}: {e}") from None
 
 
-def tfds_split_sizes(cfg) -> tuple[int | None, int | None]:
+def tfds_split_sizes(cfg: Config) -> tuple[int | None, int | None]:
     """Number of examples of the train and val splits, None when not recorded."""
     b = _builder(cfg)
     out = []
@@ -60,7 +62,8 @@ def tfds_split_sizes(cfg) -> tuple[int | None, int | None]:
     return out[0], out[1]
 
 
-def label_mapping(tfds_names, class_names, unknown: str, what: str) -> list[int]:
+def label_mapping(tfds_names: Sequence[str], class_names: Sequence[str], unknown: str,
+                  what: str) -> list[int]:
     """tfds label index -> class index (-1: dropped).
 
     A builder whose metadata is not prepared (or mocked) names its labels '0', '1', ...;
@@ -81,7 +84,7 @@ def label_mapping(tfds_names, class_names, unknown: str, what: str) -> list[int]
     return [index.get(n, -1) for n in tfds_names]
 
 
-def image_hw(encoded) -> tf.Tensor:
+def image_hw(encoded: tf.Tensor) -> tf.Tensor:
     """int32 ``[2]`` (height, width) from a JPEG or PNG header, without decoding."""
 
     def png():
@@ -94,7 +97,7 @@ def image_hw(encoded) -> tf.Tensor:
     return tf.cond(tf.io.is_jpeg(encoded), lambda: tf.io.extract_jpeg_shape(encoded)[:2], png)
 
 
-def to_canonical(example, family: str, mapping) -> dict:
+def to_canonical(example: dict, family: str, mapping: Sequence[int]) -> dict:
     """One tfds example (image undecoded) -> canonical element (see sources.py)."""
     objs = example["objects"]
     hw = tf.cast(image_hw(example["image"]), tf.float64)
@@ -132,7 +135,7 @@ def to_canonical(example, family: str, mapping) -> dict:
             "depth": tf.boolean_mask(depth, keep)}
 
 
-def tfds_dataset(cfg, split: str, training: bool) -> tuple[tf.data.Dataset, int | None]:
+def tfds_dataset(cfg: Config, split: str, training: bool) -> tuple[tf.data.Dataset, int | None]:
     """Canonical elements of a tfds split, and its size (None if unknown)."""
     import tensorflow_datasets as tfds
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 import re
 import xml.etree.ElementTree as ET
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -41,7 +42,8 @@ def _number(node, tag: str, where: str) -> float:
         raise UserError(f"{where}: <{tag}> is not a number: {raw!r}") from None
 
 
-def parse_voc_xml(xml_path: Path, class_names, unknown: str = "error"):
+def parse_voc_xml(xml_path: Path, class_names: Sequence[str],
+                  unknown: str = "error") -> tuple[str, int, int, list[tuple[list[float], int, bool]]]:
     """``(file_name, height, width, objects)``; objects = [(xywh, class, difficult)]."""
     try:
         root = ET.parse(xml_path).getroot()
@@ -74,7 +76,8 @@ def parse_voc_xml(xml_path: Path, class_names, unknown: str = "error"):
     return file_name, height, width, objects
 
 
-def load_voc(voc_root, split: str, class_names, unknown: str = "error") -> tuple[list[ImageRecord], dict]:
+def load_voc(voc_root: str | Path, split: str, class_names: Sequence[str],
+             unknown: str = "error") -> tuple[list[ImageRecord], dict]:
     """Records of the images listed in ``ImageSets/Main/<split>.txt`` (list order)."""
     root = Path(voc_root).expanduser()
     listing = root / "ImageSets" / "Main" / f"{split}.txt"

@@ -36,8 +36,8 @@ def box_iou_xywh(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
 
 
-def match_image(det_boxes, det_scores, det_classes, gt_boxes, gt_classes, gt_is_crowd,
-                iou_threshold: float = 0.5) -> np.ndarray:
+def match_image(det_boxes: np.ndarray, det_scores: np.ndarray, det_classes: np.ndarray, gt_boxes: np.ndarray,
+                gt_classes: np.ndarray, gt_is_crowd: np.ndarray, iou_threshold: float = 0.5) -> np.ndarray:
     """Greedy one-to-one matching of one image's detections to its GT.
 
     Args:
@@ -68,7 +68,8 @@ def match_image(det_boxes, det_scores, det_classes, gt_boxes, gt_classes, gt_is_
     return match
 
 
-def depth_error_sums(gt: dict, detections: dict, valid=None, iou_threshold: float = 0.5) -> tuple[float, int]:
+def depth_error_sums(gt: dict, detections: dict, valid: np.ndarray | None = None,
+                     iou_threshold: float = 0.5) -> tuple[float, int]:
     """``(sum of |d_pred - d_gt| / d_gt, number of pairs)`` over a padded batch.
 
     Args:
@@ -104,7 +105,7 @@ class DepthError:
     def reset(self) -> None:
         self.total, self.count = 0.0, 0
 
-    def update(self, gt: dict, detections: dict, valid=None) -> None:
+    def update(self, gt: dict, detections: dict, valid: np.ndarray | None = None) -> None:
         s, n = depth_error_sums(gt, detections, valid, self.iou_threshold)
         self.total += s
         self.count += n

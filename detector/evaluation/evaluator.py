@@ -23,6 +23,7 @@ from __future__ import annotations
 import sys
 import time
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import numpy as np
 import tensorflow as tf
@@ -31,12 +32,16 @@ from detector.config import Config
 from detector.evaluation.depth import DepthError
 from detector.evaluation.params import STAT_NAMES
 
+if TYPE_CHECKING:
+    from detector.metrics.coco_map import MeanAveragePrecision
+
 __all__ = ["DetectionEvaluator", "EXTRA_STATS", "STAT_NAMES", "network_to_original_xywh"]
 EXTRA_STATS = ("loss", "depth_abs_rel", "depth_error")
 SUM = tf.distribute.ReduceOp.SUM
 
 
-def network_to_original_xywh(boxes_yxyx, scale, original_size) -> np.ndarray:
+def network_to_original_xywh(boxes_yxyx: np.ndarray, scale: np.ndarray,
+                             original_size: np.ndarray) -> np.ndarray:
     """Network-input yxyx pixels -> original-image ``[x, y, w, h]`` (COCO bbox).
 
     Args:
@@ -81,7 +86,7 @@ class DetectionEvaluator:
         self.depth_pairs = 0   # matched (detection, GT with depth) pairs of the last evaluation
 
     @property
-    def metric(self):
+    def metric(self) -> MeanAveragePrecision | None:
         """The :class:`MeanAveragePrecision` of the last evaluation (None before the first)."""
         return self._metric
 

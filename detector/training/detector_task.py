@@ -58,7 +58,7 @@ class AnchorMetrics:
         self.recall = BinaryRecall(threshold=0.5, name="anchor_recall")
         self.best_f1 = OptimalF1(num_thresholds=num_thresholds, name="anchor_best_f1")
 
-    def update(self, batch, outputs) -> None:
+    def update(self, batch: dict, outputs: dict) -> None:
         """Replica-context update from a per-replica batch and the model outputs."""
         from detector.targets.assign import IGNORE
 
