@@ -1,9 +1,7 @@
-"""End to end on configs/smoke.yaml (tiny synthetic data): tools/train.py in-process;
+"""End to end on configs/smoke.yaml (tiny synthetic data): `detector train` in-process;
 resume and the detection task under a 2-replica MirroredStrategy are marked slow
 (each run traces the model and the COCO metric again: ~10-20 s on 2 cores)."""
 
-import importlib.util
-from pathlib import Path
 
 import keras
 import numpy as np
@@ -13,14 +11,11 @@ from detector.config import load_config
 from detector.evaluation.evaluator import STAT_NAMES, network_to_original_xywh
 from detector.training.results import read_results
 
-ROOT = Path(__file__).resolve().parents[2]
-
 
 def _tool():
-    spec = importlib.util.spec_from_file_location("tools_train", ROOT / "tools" / "train.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    from detector.commands import train
+
+    return train
 
 
 def _sets(tmp_path):
