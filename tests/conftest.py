@@ -2,7 +2,7 @@
 
 The CPU is split into two logical devices before TensorFlow initialises, so that
 tests can build ``tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])`` and compare
-it with the single-device result (see detection_reference.md §9.2).  Tests that do
+it with the single-device result (see docs/conventions.md §10).  Tests that do
 not ask for a strategy run on ``/cpu:0`` as usual.
 """
 

@@ -6,7 +6,7 @@ This is the one numpy implementation shared by the file evaluator
 detection kept after the per-(image, class) ``maxDets[-1]`` truncation) and
 ``npig[K, A]`` (non-ignored GT counts); this module turns them into pycocotools'
 ``precision`` / ``recall`` arrays and the 12 stats, bit-for-bit in the same float64
-operation order (coco_eval_spec.md §1.4-1.5).
+operation order (docs/coco_eval.md §3).
 
 Conventions: class index ``k`` in ``0..K-1`` (no background slot); T = 10 IoU
 thresholds, R = 101 recall thresholds, A = 4 area ranges (all, small, medium, large),

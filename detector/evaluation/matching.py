@@ -1,6 +1,6 @@
 """pycocotools' ``evaluateImg`` for all (image, class) groups at once, in numpy.
 
-Exactness (coco_eval_spec.md §1.2-1.3):
+Exactness (docs/coco_eval.md §2):
 * IoU is maskApi's ``bbIou`` in float64 with the same operation order; crowd GT use
   the detection area as the union.
 * Per group, detections are sorted stably by -score (ties: submission order) and cut

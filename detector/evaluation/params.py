@@ -1,7 +1,7 @@
 """COCO bbox evaluation parameters, bit-exact with pycocotools' defaults.
 
 ``IOU_THRS`` and ``REC_THRS`` are numpy's float64 ``linspace`` values, hard-coded
-(coco_eval_spec.md §1.0): ``IOU_THRS[8]`` is 0.8999999999999999 and ten recall
+(docs/coco_eval.md §1): ``IOU_THRS[8]`` is 0.8999999999999999 and ten recall
 thresholds sit one ulp above ``k/100`` (e.g. ``REC_THRS[35] = 0.35000000000000003``).
 Area ranges are inclusive at both ends and are applied to the GT ``area`` field.
 """

@@ -1,7 +1,7 @@
 """pycocotools' per-image matching for one padded batch, in TensorFlow (static shapes, XLA-able).
 
-Same semantics as :mod:`detector.evaluation.matching` (coco_eval_spec.md §1.2-1.3,
-§5.2): float64 ``bbIou`` in maskApi's operation order, stable (-score, slot) order,
+Same semantics as :mod:`detector.evaluation.matching` (docs/coco_eval.md §2,
+§4.3): float64 ``bbIou`` in maskApi's operation order, stable (-score, slot) order,
 per-(image, class) ``maxDets[-1]`` truncation, greedy matching with the closed-form
 GT choice (regular GT first, largest IoU, ties to the later GT slot; crowd GT reusable).
 

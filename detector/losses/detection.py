@@ -4,8 +4,8 @@ Normalisation (why it is global): every term is a SUM over the anchors this
 replica sees, divided by ``max(num_positives, 1)`` where ``num_positives`` is the
 positive-anchor count of the GLOBAL batch (the caller all-reduces it, see
 :func:`all_reduce_sum`).  Per-replica losses then add up to the single-device loss,
-and since Keras' TF optimizer SUM-all-reduces gradients (detection_reference.md
-§5.3) the applied gradient equals the single-device gradient exactly, independent
+and since Keras' TF optimizer SUM-all-reduces gradients (docs/conventions.md
+§9) the applied gradient equals the single-device gradient exactly, independent
 of how the batch is split.  Normalising by a per-replica count instead would make
 gradients ~N times larger under N replicas.
 """

@@ -21,7 +21,7 @@ there is no class axis: ``[B, ...]`` is one binary mask per sample.
   ``tf.distribute`` strategy the three sums are all-reduced across replicas and the
   loss is divided by the replica count, so value *and* gradients equal the
   single-device loss on the global batch (the optimizer SUM-all-reduces
-  gradients; detection_reference.md §5.3).  ``sample_weight`` ``[B]`` weights each
+  gradients; docs/conventions.md §9).  ``sample_weight`` ``[B]`` weights each
   sample's contribution to the sums; the Keras ``reduction`` argument is unused.
 * ``"per_sample"``: Dice per sample and class, loss ``[B]`` = 1 - mean over
   classes, then reduced by Keras as usual (``reduction``, ``sample_weight [B]``).

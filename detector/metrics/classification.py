@@ -17,7 +17,7 @@ Conventions shared by every metric here:
   ``evaluate()``) sums the replicas, so results equal the single-device result
   on the global data (integer counts exactly, up to 2**53).  Per-batch
   progress-bar values under a strategy are Keras' mean of per-replica local
-  results (detection_reference.md §9.2); epoch-end logs are global.
+  results (docs/conventions.md §10); epoch-end logs are global.
 * Ratios with a zero denominator are 0 (e.g. recall with no positives).
 """
 

@@ -19,7 +19,7 @@ Steps per image (batched, no Python loops over data):
 
 ``tf.image.non_max_suppression_padded`` is used rather than
 ``combined_non_max_suppression`` because it returns indices (depth must follow the
-boxes) and converts to TFLite (deploy_reference.md §4.4).
+boxes) and converts to TFLite (see docs/deploy.md).
 """
 
 from __future__ import annotations

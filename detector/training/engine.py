@@ -2,7 +2,7 @@
 
 One loop for the default strategy, MirroredStrategy, MultiWorkerMirroredStrategy
 and TPUStrategy (Keras 3 ``fit`` fails under MultiWorkerMirroredStrategy,
-detection_reference.md §9.3).  Nothing here is detection specific: the task
+keras-team/keras#20585).  Nothing here is detection specific: the task
 supplies the model, a loss function (see :mod:`detector.training.step` for the
 contract), the optimizer, a per-epoch dataset function and an evaluation function.
 

@@ -1,7 +1,7 @@
 """tfds coco/2017 and kitti plumbing, offline: tfds.testing.mock_data with hand-made examples.
 
 (tfds' own random mock examples are unusable here: their Sequence features have
-inconsistent lengths and fail to encode, detection_reference.md §8.1.)
+inconsistent lengths and fail to encode, docs/conventions.md §12.)
 """
 
 import cv2
