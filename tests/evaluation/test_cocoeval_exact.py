@@ -11,7 +11,7 @@ from detector.evaluation.coco_io import load_detections, load_ground_truth
 from detector.evaluation.matching import bbox_iou
 from detector.evaluation.params import IOU_THRS, REC_THRS, STAT_NAMES
 
-# /work/shared/data/README.md: pycocotools 2.0.11 on cocoapi_val2014_100
+# pycocotools 2.0.11 on tests/data/cocoapi_val2014_100 (its bbox block of val2014_fake_eval_res.txt, full precision)
 PUBLISHED = [0.5045806987249628, 0.6969727247299577, 0.5729816669904824, 0.5856257209410443,
              0.5193996948036719, 0.5013978986347466, 0.38681277964578054, 0.5936795762842003,
              0.595352982877607, 0.6398109626113442, 0.5664205978994309, 0.5642905982905982]
