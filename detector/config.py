@@ -133,7 +133,7 @@ class MatchingConfig:
     positive_iou: float = 0.5  # anchor IoU >= this: positive
     negative_iou: float = 0.4  # anchor IoU < this: background; in between: ignored
     force_match: bool = True  # every box also claims its best anchor
-    force_match_top_k: int = 1  # with force_match: each box claims its k best anchors (ranks 2..k never override a positive)
+    force_match_top_k: int = 1  # with force_match: claim the k best anchors (ranks 2..k never override a positive)
 
 
 @dataclass(frozen=True)
