@@ -1,0 +1,57 @@
+"""Architecture rules that keep the package a library: checked on the source tree."""
+
+import ast
+import re
+from pathlib import Path
+
+PACKAGE = Path(__file__).resolve().parents[2] / "detector"
+REPO = PACKAGE.parent
+
+
+def _modules():
+    return sorted(p for p in PACKAGE.rglob("*.py") if "__pycache__" not in p.parts)
+
+
+def _imports(path: Path) -> set[str]:
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            names.update(a.name for a in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            names.add(node.module)
+            names.update(f"{node.module}.{a.name}" for a in node.names)
+    return names
+
+
+def test_library_never_imports_the_program():
+    program = {PACKAGE / "cli.py", PACKAGE / "__main__.py"}
+    offenders = [str(p.relative_to(REPO)) for p in _modules()
+                 if p not in program and "detector.cli" in _imports(p)]
+    assert not offenders, f"modules importing detector.cli: {offenders}"
+
+
+def test_importing_a_library_module_sets_no_environment_variable():
+    pattern = re.compile(r"os\.environ(\[[^\]]+\]\s*=|\.setdefault|\.update)|os\.putenv")
+    offenders = []
+    for p in _modules():
+        if p.name == "cli.py":   # the program sets them, inside a function, before importing the rest
+            continue
+        tree = ast.parse(p.read_text())
+        module_level = [n for n in tree.body if not isinstance(n, (ast.FunctionDef, ast.ClassDef))]
+        if any(pattern.search(ast.unparse(n)) for n in module_level):
+            offenders.append(str(p.relative_to(REPO)))
+    assert not offenders, f"modules setting environment variables on import: {offenders}"
+
+
+def test_docstrings_name_only_files_in_the_repository():
+    # file-like names ending in .md / .py / .yaml / .json that a docstring or comment mentions
+    pattern = re.compile(r"\b((?:[\w.-]+/)*[\w-]+\.(?:md|yaml|json))\b")
+    missing = []
+    for p in [*_modules(), *sorted((REPO / "tests").rglob("*.py"))]:
+        for name in set(pattern.findall(p.read_text())):
+            if "/" not in name and not name.endswith(".md"):
+                continue   # bare data-file names (model.keras, config.yaml in a run dir) are outputs
+            if not any((base / name).exists() for base in (REPO, PACKAGE, p.parent)) \
+                    and not (REPO / "docs" / Path(name).name).exists():
+                missing.append(f"{p.relative_to(REPO)}: {name}")
+    assert not missing, "docstrings/comments naming files not in the repository:\n" + "\n".join(missing)
