@@ -79,7 +79,7 @@ def plot_confusion_matrix(matrix: np.ndarray, class_names, iou_threshold: float,
     labels = short_names(list(class_names)) + ["background"]
     n = len(labels)
     side = float(np.clip(0.16 * n + 2.5, 5.0, 16.0))
-    fig, axes = new_figure(1, 2, panel=(side + 1.0, side))
+    fig, axes = new_figure(1, 2, panel=(side * 0.95, side * 0.8))
     annotate = n <= 16
     fs = tick_fontsize(n)
     for ax, values, title, fmt in ((axes[0], np.asarray(matrix), "counts", "d"),

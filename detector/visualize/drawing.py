@@ -88,7 +88,8 @@ def _yxyx_to_xyxy(b) -> np.ndarray:
 
 
 def prediction_grid(images, extent_hw, gt: dict, preds: dict, class_names, score_threshold: float,
-                    max_images: int = 8, tile: int = 320, pairs_per_row: int = 2) -> np.ndarray:
+                    max_images: int = 8, tile: int = 320, pairs_per_row: int = 2,
+                    max_predictions: int = 30) -> np.ndarray:
     """Val images with ground truth (left) beside predictions (right), as one BGR grid.
 
     Args:
@@ -98,7 +99,8 @@ def prediction_grid(images, extent_hw, gt: dict, preds: dict, class_names, score
         [B, M] metres, ``is_crowd`` [B, M], ``image_id`` [B]; ``valid`` [B] optional.
       preds: ``boxes`` [B, D, 4] yxyx network px, ``classes`` [B, D] (-1 pad),
         ``scores`` [B, D], ``depth`` [B, D] metres.
-      score_threshold: predictions below it are not drawn (stated in the caption).
+      score_threshold: predictions below it are not drawn (stated in the caption); at most
+        ``max_predictions`` per image are drawn (the best-scoring; the caption says so).
     """
     images = np.asarray(images)
     valid = np.asarray(gt.get("valid", np.ones(len(images), bool)), bool)
@@ -113,9 +115,11 @@ def prediction_grid(images, extent_hw, gt: dict, preds: dict, class_names, score
         left = draw_boxes(base.copy(), _yxyx_to_xyxy(gt["boxes"][b][g]) * zoom, gt["classes"][b][g], class_names,
                           depths=gt["depth"][b][g], crowd=gt["is_crowd"][b][g])
         p = np.flatnonzero((np.asarray(preds["classes"][b]) >= 0) & (np.asarray(preds["scores"][b]) >= score_threshold))
-        right = draw_boxes(base.copy(), _yxyx_to_xyxy(preds["boxes"][b][p]) * zoom, preds["classes"][b][p],
-                           class_names, scores=preds["scores"][b][p], depths=preds["depth"][b][p])
+        shown = p[np.argsort(-np.asarray(preds["scores"][b])[p], kind="stable")][:max_predictions]
+        right = draw_boxes(base.copy(), _yxyx_to_xyxy(preds["boxes"][b][shown]) * zoom, preds["classes"][b][shown],
+                           class_names, scores=preds["scores"][b][shown], depths=preds["depth"][b][shown])
         image_id = int(gt["image_id"][b]) if "image_id" in gt else int(b)
         tiles.append(caption(left, f"id {image_id}: ground truth ({len(g)})"))
-        tiles.append(caption(right, f"predicted, score >= {score_threshold:.2f} ({len(p)})"))
+        count = f"{len(p)}" if len(shown) == len(p) else f"best {len(shown)} of {len(p)}"
+        tiles.append(caption(right, f"predicted, score >= {score_threshold:.2f} ({count})"))
     return grid(tiles, cols=2 * pairs_per_row)

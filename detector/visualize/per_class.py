@@ -75,6 +75,11 @@ def write_per_class_csv(rows: list[dict], path: str | Path) -> Path:
     return path
 
 
+def json_rows(rows: list[dict]) -> list[dict]:
+    """The rows with NaN replaced by None (JSON null)."""
+    return [{k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in r.items()} for r in rows]
+
+
 def format_per_class(rows: list[dict], max_rows: int | None = None) -> str:
     """A fixed-width text table (classes in class-id order; ``max_rows`` cuts long tables)."""
     width = max([len("name")] + [len(r["name"]) for r in rows])

@@ -101,6 +101,29 @@ def first_batch_grid(runner, dataset, class_names, score_threshold: float, max_i
     return prediction_grid(images, extent, gt, preds, class_names, score_threshold, max_images=max_images)
 
 
+def label_sets_for(cfg, data) -> list:
+    """Train and val annotations for labels.png (file-based sources: synthetic, coco_json,
+    voc), else the evaluated GT (tfds)."""
+    from detector.visualize.labels_plot import LabelSet
+
+    if cfg.data.source in ("synthetic", "coco_json", "voc"):
+        from detector.data.sources import load_records
+
+        return [LabelSet.from_records("train", load_records(cfg, "train")[0]),
+                LabelSet.from_records("val", load_records(cfg, "val")[0])]
+    return [LabelSet.from_eval_data("val", data)]
+
+
+def write_model_eval_plots(cfg, runner, data, out_dir: str | Path, val_dataset, title: str = "",
+                           table_stream=sys.stderr, grid_images: int = 8) -> dict[str, Path]:
+    """:func:`write_eval_plots` for a model evaluated on the config's val split: adds the
+    prediction grid of the first val batch (``runner``: a model runner) and train + val labels."""
+    thr = operating_threshold(data)
+    grid = first_batch_grid(runner, val_dataset, cfg.data.classes, thr, max_images=grid_images)
+    return write_eval_plots(data, out_dir, label_sets=label_sets_for(cfg, data), grid_bgr=grid, title=title,
+                            table_stream=table_stream)
+
+
 def write_results_plot(run_dir: str | Path) -> Path | None:
     """results.png from the run's results.csv (None when there is no results.csv yet)."""
     from detector.visualize.results_plot import plot_results

@@ -42,6 +42,8 @@ def _line(ax, x, y, label, **kw):
 
 def plot_results(path: str | Path, title: str = "") -> object:
     """matplotlib Figure of ``results.csv`` at ``path`` (see the module docstring)."""
+    from matplotlib.ticker import FuncFormatter, MaxNLocator
+
     from detector.visualize.style import new_figure
 
     c = read_columns(path)
@@ -61,7 +63,7 @@ def plot_results(path: str | Path, title: str = "") -> object:
         elif panel == "lr":
             _line(ax, x, c.get("lr", x * np.nan), "lr", color="tab:purple")
             ax.set_title("learning rate (epoch end)")
-            ax.ticklabel_format(axis="y", style="sci", scilimits=(-2, 2))
+            ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:.1e}"))
         elif panel == "val_ap":
             for k in ("val_AP", "val_AP50", "val_AR100"):
                 _line(ax, x, c.get(k, x * np.nan), k[4:])
@@ -79,6 +81,7 @@ def plot_results(path: str | Path, title: str = "") -> object:
             _line(ax, x, c.get(f"val_{panel}", x * np.nan), "val")
             ax.set_title(panel)
         ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
         if ax.get_legend_handles_labels()[0]:
             ax.legend(fontsize=7)

@@ -96,27 +96,11 @@ class RunPlots:
             write_png_images("eval/pr_curve", [pr], step)
         self._writer.flush()
 
-    def label_sets(self, data):
-        """Train and val annotations for labels.png (file-based sources), else the evaluated GT."""
-        from detector.visualize.labels_plot import LabelSet
-
-        if self.cfg.data.source in ("synthetic", "coco_json", "voc"):
-            from detector.data.sources import load_records
-
-            return [LabelSet.from_records("train", load_records(self.cfg, "train")[0]),
-                    LabelSet.from_records("val", load_records(self.cfg, "val")[0])]
-        return [LabelSet.from_eval_data("val", data)]
-
     def finish(self) -> dict:
         """Write results.png and the final evaluation's files; returns ``{name: path}``."""
         if self.run_dir is None:
             return {}
-        from detector.visualize.report import (
-            first_batch_grid,
-            operating_threshold,
-            write_eval_plots,
-            write_results_plot,
-        )
+        from detector.visualize.report import write_model_eval_plots, write_results_plot
 
         t0 = time.perf_counter()
         written = {}
@@ -126,11 +110,9 @@ class RunPlots:
                 written["results.png"] = path
             if self.collector is not None and len(self.collector):
                 data = self.collector.data(self.cfg.data.classes)
-                thr = operating_threshold(data)
-                grid = first_batch_grid(self.runner(self.model), self.evaluator.dataset, self.cfg.data.classes,
-                                        thr, max_images=GRID_IMAGES)
-                written.update(write_eval_plots(data, self.run_dir, label_sets=self.label_sets(data),
-                                                grid_bgr=grid, title=self.run_dir.name, score_threshold=None))
+                written.update(write_model_eval_plots(self.cfg, self.runner(self.model), data, self.run_dir,
+                                                      self.evaluator.dataset, title=self.run_dir.name,
+                                                      grid_images=GRID_IMAGES))
         except Exception as e:  # noqa: BLE001 - the run's model and checkpoints are already saved
             self._warn("plots", e)
         self.seconds["files"] = time.perf_counter() - t0
