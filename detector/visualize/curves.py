@@ -23,7 +23,7 @@ import numpy as np
 
 from detector.evaluation.params import IOU_THRS, REC_THRS
 
-MAX_LEGEND_CLASSES = 10   # more classes: thin unlabelled lines, only "all classes" in the legend
+MAX_LEGEND_CLASSES = 10   # more classes: thin grey lines, the 3 best and worst named in the legend
 
 
 def _iou_index(iou: float) -> int:
@@ -99,16 +99,21 @@ def f1_curves(data, thresholds=None, iou: float = 0.5) -> dict:
 # --------------------------------------------------------------------------- figures
 
 
-def _class_lines(ax, x, rows, labels, many: bool):
+def _class_lines(ax, x, rows, labels, many: bool, rank=None, highlight: int = 3):
+    """One line per class with GT; with ``many`` classes thin grey lines, plus the ``highlight``
+    best and worst classes by ``rank`` (float [K]) in colour with a legend entry."""
     from detector.visualize.style import class_colour_rgb
 
-    for k, row in enumerate(rows):
-        if np.all(np.isnan(row)):
-            continue
-        if many:
-            ax.plot(x, row, color="0.6", lw=0.6, alpha=0.6)
-        else:
-            ax.plot(x, row, color=class_colour_rgb(k), lw=1.2, label=labels[k])
+    shown = [k for k, row in enumerate(rows) if not np.all(np.isnan(row))]
+    marked = set(shown)
+    if many:
+        for k in shown:
+            ax.plot(x, rows[k], color="0.6", lw=0.6, alpha=0.6)
+        order = sorted(shown, key=lambda k: -rank[k]) if rank is not None else []
+        marked = set(order[:highlight] + order[-highlight:])
+    for k in shown:
+        if k in marked:
+            ax.plot(x, rows[k], color=class_colour_rgb(k), lw=1.2, label=labels[k])
 
 
 def plot_pr_curves(data, title: str = "") -> object:
@@ -121,12 +126,12 @@ def plot_pr_curves(data, title: str = "") -> object:
     fig, axes = new_figure(1, len(pr["ious"]), panel=(5.2, 4.6))
     for i, (ax, iou) in enumerate(zip(axes, pr["ious"])):
         labels = [f"{n} {ap:.3f}" for n, ap in zip(names, pr["ap"][i])]
-        _class_lines(ax, pr["recall"], pr["precision"][i], labels, many)
+        _class_lines(ax, pr["recall"], pr["precision"][i], labels, many, rank=pr["ap"][i])
         mean_ap = float(np.mean(pr["mean"][i]))
         ax.plot(pr["recall"], pr["mean"][i], color="tab:blue", lw=3,
                 label=f"all classes {mean_ap:.3f} AP{int(round(iou * 100))}")
         ax.set(xlim=(0, 1), ylim=(0, 1.02), xlabel="recall", ylabel="precision (interpolated)",
-               title=f"IoU {iou:.2f}" + (f"  ({len(names)} classes, grey)" if many else ""))
+               title=f"IoU {iou:.2f}" + (f" ({len(names)} classes in grey, 3 best / worst named)" if many else ""))
         ax.grid(alpha=0.3)
         ax.legend(loc="lower left", fontsize=7 if not many else 8)
     fig.suptitle(title or "Precision-recall (COCO interpolation, area all, 100 dets/image)")
@@ -144,7 +149,7 @@ def plot_f1_curves(data, title: str = "") -> object:
     fig, (ax, ax2) = new_figure(1, 2, panel=(5.2, 4.6))
     best_per_class = np.nanmax(np.where(np.isnan(f["f1"]), -1, f["f1"]), axis=1)
     labels = [f"{n} {b:.2f}" for n, b in zip(names, best_per_class)]
-    _class_lines(ax, f["thresholds"], f["f1"], labels, many)
+    _class_lines(ax, f["thresholds"], f["f1"], labels, many, rank=best_per_class)
     ax.plot(f["thresholds"], f["f1_all"], color="tab:blue", lw=3, label="all classes (pooled)")
     bt, bf = f["best_threshold"], f["best_f1"]
     if np.isfinite(bf):
@@ -152,7 +157,7 @@ def plot_f1_curves(data, title: str = "") -> object:
                 label=f"best F1 {bf:.3f} at score {bt:.2f}")
         ax.axvline(bt, color="tab:red", ls="--", lw=1)
     ax.set(xlim=(0, 1), ylim=(0, 1.02), xlabel="score threshold", ylabel="F1 (IoU 0.5)",
-           title="F1 vs confidence" + (f" ({len(names)} classes, grey)" if many else ""))
+           title="F1 vs confidence" + (f" ({len(names)} classes in grey, 3 best / worst named)" if many else ""))
     ax.grid(alpha=0.3)
     ax.legend(loc="lower left", fontsize=7 if not many else 8)
     ax2.plot(f["thresholds"], f["precision_all"], lw=2, label="precision")

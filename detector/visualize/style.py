@@ -60,4 +60,4 @@ def short_names(names, limit: int = 14) -> list[str]:
 
 def tick_fontsize(n: int) -> float:
     """Font size for ``n`` tick labels along one axis."""
-    return float(np.clip(180 / max(n, 1), 4.0, 9.0))
+    return float(np.clip(180 / max(n, 1), 5.0, 9.0))
