@@ -56,6 +56,12 @@ def test_letterbox_and_map_back_by_hand():
     np.testing.assert_allclose(xywh[1], [312.5, 125, 87.5, 75])
 
 
+def test_unreadable_image_is_a_user_error(tmp_path):
+    (tmp_path / "x.png").write_bytes(b"not an image")
+    with pytest.raises(UserError, match="not a decodable image"):
+        read_image(tmp_path / "x.png")
+
+
 def test_exif_orientation_is_applied(tmp_path):
     stored = np.zeros((40, 100, 3), np.uint8)       # stored 40 x 100 (H x W), white block top-left
     stored[:10, :20] = 255

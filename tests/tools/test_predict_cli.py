@@ -73,7 +73,11 @@ def test_predict_writes_images_and_coco_json(model_file, tmp_path):
 def test_predict_user_errors(model_file, tmp_path):
     code, out, err = run_in_process("predict", ["--checkpoint", str(model_file), "--source", str(tmp_path / "no")])
     assert code == 2 and "no such file or directory" in err
-    (tmp_path / "x.png").write_bytes(b"not an image")
-    code, out, err = run_in_process("predict", ["--checkpoint", str(model_file), "--source", str(tmp_path / "x.png"),
-                                                "--out", str(tmp_path / "o")])
-    assert code == 2 and "not a decodable image" in err
+    code, out, err = run_in_process("predict", ["--checkpoint", str(tmp_path), "--source", str(tmp_path)])
+    assert code == 2 and "the directory has no images" in err
+    from PIL import Image
+
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / "a.png")
+    code, out, err = run_in_process("predict", ["--checkpoint", str(tmp_path / "none.keras"), "--source",
+                                                str(tmp_path)])
+    assert code == 2 and f"--checkpoint {tmp_path / 'none.keras'}: no such file" in err
