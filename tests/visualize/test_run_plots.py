@@ -82,3 +82,22 @@ def test_tensorboard_has_image_summaries(run):
         w, h = int(t[0]), int(t[1])
         image = tf.io.decode_png(t[2]).numpy()
         assert image.shape[:2] == (h, w)
+
+
+def test_runner_evaluation_equals_the_training_evaluation(run):
+    """evaluate_runner (any model runner, e.g. TFLite later) with a KerasRunner gives the
+    training-time evaluation of the final weights (results.csv, 6 digits)."""
+    import keras
+
+    from detector.data import make_dataset
+    from detector.inference.evaluate import evaluate_runner
+    from detector.inference.runner import KerasRunner
+    from detector.training.results import read_results
+
+    path, cfg = run
+    runner = KerasRunner(keras.saving.load_model(path / "model.keras"), cfg.eval)
+    stats, data = evaluate_runner(runner, make_dataset(cfg, "val", training=False), cfg.data.classes)
+    row = read_results(path / "results.csv")[-1]
+    for k in ("AP", "AP50", "AR100", "depth_error"):
+        assert stats[k] == pytest.approx(float(row[f"val_{k}"]), rel=1e-4, abs=1e-9), k
+    assert data.num_images == cfg.data.synthetic.num_val
