@@ -242,9 +242,10 @@ def evaluate_model_mode(cfg, checkpoint: str, as_json: bool = False, per_class: 
     from detector.visualize.evaldata import EvalCollector
 
     collector, to_coco = EvalCollector(), coco_results(results, info.category_ids, info.num_val)
-    stats = evaluator(model, sink=lambda gt, dets: (to_coco(gt, dets), collector(gt, dets)))
+    collect = per_class or plots is not None
+    stats = evaluator(model, sink=lambda gt, dets: (to_coco(gt, dets), collect and collector(gt, dets)))
     rows = None
-    if per_class or plots is not None:   # issue 13: per-class table and plots
+    if collect:   # issue 13: per-class table and plots
         from detector.visualize.per_class import format_per_class, json_rows, per_class_table
 
         data = collector.data(cfg.data.classes)

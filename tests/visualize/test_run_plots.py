@@ -101,3 +101,32 @@ def test_runner_evaluation_equals_the_training_evaluation(run):
     for k in ("AP", "AP50", "AR100", "depth_error"):
         assert stats[k] == pytest.approx(float(row[f"val_{k}"]), rel=1e-4, abs=1e-9), k
     assert data.num_images == cfg.data.synthetic.num_val
+
+
+def test_eval_tool_plots_and_per_class_json(run, tmp_path):
+    """tools/eval.py model mode --plots DIR --per-class --json: the files, and the JSON's
+    per-class list equals the run's per_class.csv (same model, same val split)."""
+    import contextlib
+    import io
+    import json
+
+    from detector.cli import run as run_command
+
+    path, cfg = run
+    overrides = (f"data.synthetic.cache_dir={cfg.data.synthetic.cache_dir}", f"data.cache_dir={cfg.data.cache_dir}",
+                 "eval.score_threshold=0.001")
+    sets = [a for o in overrides for a in ("--set", o)]
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = run_command("eval", ["--config", "smoke.yaml", *sets, "--checkpoint", str(path), "--json",
+                                    "--per-class", "--plots", str(tmp_path / "plots"),
+                                    "--save-detections", str(tmp_path / "dets.json")])
+    assert code == 0, err.getvalue()
+    doc = json.loads(out.getvalue())
+    for name in FILES[1:]:
+        assert (tmp_path / "plots" / name).is_file(), name
+    saved = list(csv.DictReader((path / "per_class.csv").open()))
+    assert [r["name"] for r in doc["per_class"]] == list(cfg.data.classes)
+    for r, s in zip(doc["per_class"], saved):
+        assert r["AP"] == pytest.approx(float(s["AP"]), rel=1e-5, abs=1e-12)
+        assert (r["depth_error"] is None) == (s["depth_error"] == "")
