@@ -79,7 +79,7 @@ def plot_confusion_matrix(matrix: np.ndarray, class_names, iou_threshold: float,
     labels = short_names(list(class_names)) + ["background"]
     n = len(labels)
     side = float(np.clip(0.16 * n + 2.5, 5.0, 16.0))
-    fig, axes = new_figure(1, 2, panel=(side * 0.95, side * 0.8))
+    fig, axes = new_figure(1, 2, panel=(side, side * 0.95), dpi=110)
     annotate = n <= 16
     fs = tick_fontsize(n)
     for ax, values, title, fmt in ((axes[0], np.asarray(matrix), "counts", "d"),
@@ -102,7 +102,7 @@ def plot_confusion_matrix(matrix: np.ndarray, class_names, iou_threshold: float,
                     v = values[i, j]
                     if v == 0:
                         continue
-                    text = f"{int(v)}" if fmt == "d" else f"{v:.2f}"
+                    text = f"{int(v)}" if fmt == "d" else (f"{v:.2f}" if v >= 0.005 else "<.01")
                     ax.text(j, i, text, ha="center", va="center", fontsize=8,
                             color="white" if shown[i, j] > 0.6 * top else "black")
     fig.suptitle(f"Confusion matrix at IoU >= {iou_threshold:g}, score >= {score_threshold:.2f}"
