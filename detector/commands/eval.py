@@ -27,6 +27,12 @@ default ``<run_dir>/detections_val.json`` when a run directory was given.
 ``--verify-pycocotools`` runs pycocotools COCOeval on the GT file and the saved list
 and exits 1 if any stat differs by more than 1e-12.  Bad paths and checkpoints that
 do not fit the config exit 2.
+
+``--plots DIR`` (both modes) writes the evaluation plots of :mod:`detector.visualize.report`
+(PR / F1 curves, confusion matrix, labels, per_class.csv; model mode also
+val_predictions.jpg).  Model mode ``--per-class`` prints the per-class table (AP, AP50,
+AR100, GT count, depth error, by class name); with ``--json`` it is the object's
+``"per_class"`` list.
 """
 
 from __future__ import annotations
@@ -60,7 +66,11 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
     model.add_argument("--save-detections", type=Path, help="write the detections as a COCO results list")
     p.add_argument("--json", action="store_true",
                    help="print one JSON object with the 12 stats (model mode: plus depth_error)")
-    p.add_argument("--per-class", action="store_true", help="also print AP per category (table mode)")
+    p.add_argument("--per-class", action="store_true", help="also print AP per category (table mode); "
+                   "model mode: the per-class table (AP, AP50, AR100, GT, depth error), in the JSON with --json")
+    p.add_argument("--plots", type=Path, metavar="DIR",
+                   help="write pr_curve.png, f1_curve.png, confusion_matrix.png, labels.png, per_class.csv "
+                        "(model mode also val_predictions.jpg) into DIR")
     return p
 
 
@@ -74,28 +84,46 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
             raise UserError("model mode needs both --config CFG and --checkpoint PATH")
         return evaluate_model_mode(config_from_args(args), args.checkpoint, as_json=args.json,
                                    per_class=args.per_class, save_path=args.save_detections,
-                                   verify=args.verify_pycocotools)
+                                   verify=args.verify_pycocotools, plots=args.plots)
     if args.gt is None or args.detections is None:
         raise UserError("file mode needs both --gt GT.json and --detections DT.json")
     return evaluate_file_mode(args.gt, args.detections, as_json=args.json, per_class=args.per_class,
-                              ignore_unknown_categories=args.ignore_unknown_categories)
+                              ignore_unknown_categories=args.ignore_unknown_categories, plots=args.plots)
 
 
 def evaluate_file_mode(gt_path: Path, dt_path: Path, as_json: bool = False, per_class: bool = False,
-                       ignore_unknown_categories: bool = False) -> int:
-    from detector.evaluation import evaluate_files, format_per_class, format_table
+                       ignore_unknown_categories: bool = False, plots: Path | None = None) -> int:
+    from detector.evaluation import evaluate_files, format_table
 
     t0 = time.perf_counter()
-    result, gt = evaluate_files(gt_path, dt_path, ignore_unknown_categories)
+    data = None
+    if per_class or plots is not None:   # the per-class table and plots need the matched pairs too
+        from detector.visualize.evaldata import eval_data_from_files
+
+        data = eval_data_from_files(gt_path, dt_path, ignore_unknown_categories)
+        result, num_images, num_classes = data.result, data.num_images, data.num_classes
+    else:
+        result, gt = evaluate_files(gt_path, dt_path, ignore_unknown_categories)
+        num_images, num_classes = len(gt.image_ids), len(gt.category_ids)
     stats = result.stats()
-    print(f"evaluated {len(gt.image_ids)} images, {len(gt.category_ids)} categories in "
+    print(f"evaluated {num_images} images, {num_classes} categories in "
           f"{time.perf_counter() - t0:.2f} s", file=sys.stderr)
+    if plots is not None:   # numpy + matplotlib: still no TensorFlow
+        from detector.visualize.report import write_eval_plots
+
+        written = write_eval_plots(data, plots, title=Path(dt_path).name)
+        print(f"plots written to {plots}: {', '.join(written)}", file=sys.stderr)
+    rows = None
+    if per_class:
+        from detector.visualize.per_class import format_per_class, json_rows, per_class_table
+
+        rows = per_class_table(data)
     if as_json:
-        print(json.dumps(stats))
+        print(json.dumps({**stats, **({"per_class": json_rows(rows)} if per_class else {})}))
         return 0
     print(format_table(stats))
     if per_class:
-        print("\n" + format_per_class(gt.category_names, result.per_class_ap(), ids=gt.category_ids))
+        print("\n" + format_per_class(rows))
     return 0
 
 
@@ -190,13 +218,13 @@ def coco_results(results: list, category_ids, num_images: int | None = None):
 
 
 def evaluate_model_mode(cfg, checkpoint: str, as_json: bool = False, per_class: bool = False,
-                        save_path: Path | None = None, verify: bool = False) -> int:
+                        save_path: Path | None = None, verify: bool = False, plots: Path | None = None) -> int:
     import dataclasses
     import tempfile
 
     kind, path, run_dir = resolve_checkpoint(checkpoint)
     from detector.data import dataset_info, make_dataset
-    from detector.evaluation import STAT_NAMES, format_per_class, format_table
+    from detector.evaluation import STAT_NAMES, format_table
     from detector.evaluation.evaluator import DetectionEvaluator
     from detector.targets.anchors import anchors_for_config
 
@@ -217,7 +245,24 @@ def evaluate_model_mode(cfg, checkpoint: str, as_json: bool = False, per_class: 
                                    anchors_for_config(cfg), info.num_val)
     results: list = []
     t0 = time.perf_counter()
-    stats = evaluator(model, sink=coco_results(results, info.category_ids, info.num_val))
+    from detector.visualize.evaldata import EvalCollector
+
+    collector, to_coco = EvalCollector(), coco_results(results, info.category_ids, info.num_val)
+    collect = per_class or plots is not None
+    stats = evaluator(model, sink=lambda gt, dets: (to_coco(gt, dets), collect and collector(gt, dets)))
+    rows = None
+    if collect:   # issue 13: per-class table and plots
+        from detector.visualize.per_class import format_per_class, json_rows, per_class_table
+
+        data = collector.data(cfg.data.classes)
+        rows = per_class_table(data)
+    if plots is not None:
+        from detector.inference.runner import KerasRunner
+        from detector.visualize.report import write_model_eval_plots
+
+        written = write_model_eval_plots(cfg, KerasRunner(model, cfg.eval), data, plots, evaluator.dataset,
+                                         title=Path(path).name, table_stream=None)
+        print(f"plots written to {plots}: {', '.join(written)}", file=sys.stderr)
     coco = {k: stats[k] for k in STAT_NAMES}
     depth = stats.get("depth_error")
     print(f"{len(results)} detections in {time.perf_counter() - t0:.1f} s; depth error over "
@@ -230,14 +275,13 @@ def evaluate_model_mode(cfg, checkpoint: str, as_json: bool = False, per_class: 
         save_path.write_text(json.dumps(results))
         print(f"detections written to {save_path}", file=sys.stderr)
     if as_json:
-        print(json.dumps({**coco, "depth_error": depth}))
+        print(json.dumps({**coco, "depth_error": depth, **({"per_class": json_rows(rows)} if per_class else {})}))
     else:
         print(format_table(coco))
         print(" Depth error (mean |d - d_gt| / d_gt, IoU>=0.50 matches)       = "
               + (f"{depth:0.3f}" if depth is not None else "n/a (no matches with known depth)"))
         if per_class:
-            print("\n" + format_per_class(cfg.data.classes, evaluator.metric.per_class_ap(),
-                                          ids=info.category_ids))
+            print("\n" + format_per_class(rows))
     return verify_pycocotools(info.gt_json, save_path, coco) if verify else 0
 
 

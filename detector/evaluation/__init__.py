@@ -4,17 +4,10 @@ Importing this package does not import TensorFlow; the in-graph matching used by
 Keras metric lives in :mod:`detector.evaluation.tf_matching` (import it explicitly).
 """
 
-from detector.evaluation.accumulate import (
-                                            CocoEvalResult,
-                                            MatchRecords,
-                                            accumulate,
-                                            format_per_class,
-                                            format_table,
-                                            summarize,
-)
+from detector.evaluation.accumulate import CocoEvalResult, MatchRecords, accumulate, format_table, summarize
 from detector.evaluation.cocoeval import evaluate, evaluate_files
 from detector.evaluation.matching import DetectionArrays, GroundTruthArrays, match
 from detector.evaluation.params import STAT_NAMES
 
-__all__ = ["CocoEvalResult", "MatchRecords", "accumulate", "format_per_class", "format_table", "summarize", "evaluate",
+__all__ = ["CocoEvalResult", "MatchRecords", "accumulate", "format_table", "summarize", "evaluate",
            "evaluate_files", "DetectionArrays", "GroundTruthArrays", "match", "STAT_NAMES"]

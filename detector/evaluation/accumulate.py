@@ -15,7 +15,6 @@ M = 3 maxDets (1, 10, 100); see :mod:`detector.evaluation.params`.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -219,18 +218,6 @@ def summarize(result: CocoEvalResult) -> dict[str, float]:
         mean(recall[:, :, area["large"], m100]),
     ]
     return dict(zip(STAT_NAMES, values))
-
-
-def format_per_class(names: Sequence[str], ap: np.ndarray, ids: Sequence[int] | None = None) -> str:
-    """One line per class: its category id (``ids``, default the class index), AP and name.
-
-    ``ap[k]`` is the AP of class ``k`` (``-1`` where the class has no GT), as returned by
-    :meth:`CocoEvalResult.per_class_ap`.
-    """
-    ids = list(range(len(names))) if ids is None else [int(i) for i in ids]
-    lines = ["category_id  AP      name"]
-    lines += [f"{cid:>11d}  {float(a):6.3f}  {name}" for cid, name, a in zip(ids, names, ap)]
-    return "\n".join(lines)
 
 
 def format_table(stats: dict[str, float]) -> str:

@@ -30,6 +30,7 @@ from detector.targets.anchors import anchors_for_config
 from detector.training.engine import EarlyStopping, FitResult, Trainer
 from detector.training.results import find_resume_dir, new_run_dir
 from detector.training.strategy import build_strategy, configure_devices, is_chief
+from detector.visualize.training import RunPlots
 
 ANCHOR_METRICS = ("anchor_recall", "anchor_best_f1")
 TRAIN_METRICS = ("loss", "cls_loss", "box_loss", "depth_loss", *ANCHOR_METRICS)
@@ -221,6 +222,7 @@ def train(cfg: Config, run_dir: str | Path | None = None, resume: bool = False,
         anchor_metrics = AnchorMetrics(cfg.num_classes)
     evaluator = DetectionEvaluator(cfg, strategy, make_dataset(cfg, "val", training=False),
                                    anchors_for_config(cfg), info.num_val, progress=progress and chief)
+    plots = RunPlots(cfg, evaluator, path, chief=chief, progress=progress)   # issue 13: plots
     es = cfg.train.early_stopping
     trainer = DetectorTrainer(
         anchor_metrics=anchor_metrics, strategy=strategy, model=model, optimizer=optimizer,
@@ -228,7 +230,7 @@ def train(cfg: Config, run_dir: str | Path | None = None, resume: bool = False,
         forward_fn=lambda m, batch, training: m(batch["images"], training=training),
         count_fn=lambda batch: _count_positives(batch["targets"]),
         train_dataset_fn=train_dataset_fn(cfg), steps_per_epoch=steps, epochs=cfg.train.epochs,
-        global_batch_size=cfg.train.batch_size, eval_fn=evaluator, eval_every=cfg.eval.every_epochs,
+        global_batch_size=cfg.train.batch_size, eval_fn=plots, eval_every=cfg.eval.every_epochs,
         callbacks=[*build_callbacks(cfg, path, steps, multi_worker=isinstance(
             strategy, tf.distribute.MultiWorkerMirroredStrategy)), *callbacks], clip_norm=cfg.train.clip_norm,
         run_dir=path, best_metric=cfg.train.best_metric, best_mode=cfg.train.best_mode,
@@ -236,7 +238,9 @@ def train(cfg: Config, run_dir: str | Path | None = None, resume: bool = False,
                         if es.enabled else None),
         time_limit_s=cfg.train.time_limit_minutes * 60 if cfg.train.time_limit_minutes else None,
         progress=progress, chief=chief)
-    return TrainOutcome(path, trainer.fit(resume=resume), steps)
+    result = trainer.fit(resume=resume)
+    plots.finish()
+    return TrainOutcome(path, result, steps)
 
 
 def _count_positives(targets) -> tf.Tensor:

@@ -153,7 +153,14 @@ def test_per_class_table(tmp_path):
     files = _write(tmp_path, gt, results)
     code, out, _ = run_in_process("eval", ["--gt", files[0], "--detections", files[1], "--per-class"])
     assert code == 0
-    rows = out.split("category_id  AP      name\n")[1].strip().splitlines()
-    assert len(rows) == 4 and rows[-1].split()[1] == "-1.000"        # last category has no GT
-    ap = [float(r.split()[1]) for r in rows[:-1]]
-    assert np.all(np.array(ap) >= 0)
+    rows = out.split("depth err\n")[1].strip().splitlines()
+    assert len(rows) == 4 and rows[-1].split()[2] == "-1.000"        # last category has no GT
+    ap = np.array([float(r.split()[2]) for r in rows])
+    assert np.all(ap[:-1] >= 0)
+    from detector.evaluation import evaluate_files
+
+    want = evaluate_files(files[0], files[1])[0].per_class_ap()
+    np.testing.assert_allclose(ap, want, atol=5e-4)                  # printed with 3 decimals
+    code, out, _ = run_in_process("eval", ["--gt", files[0], "--detections", files[1], "--per-class", "--json"])
+    per_class = json.loads(out)["per_class"]
+    np.testing.assert_array_equal([r["AP"] for r in per_class], want)
