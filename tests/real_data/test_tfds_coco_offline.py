@@ -12,7 +12,6 @@ import tensorflow_datasets as tfds
 from coco_layout import write_download_dir
 
 from detector.data.coco_categories import COCO_CATEGORIES
-
 from tests.tools.tool_runner import run_in_process
 
 
