@@ -55,9 +55,10 @@ def test_backbone_weights_from_a_local_file(tmp_path):
     model, _ = build_backbone(cfg, 64, 3, 5)
     trunk = next(layer for layer in model.layers if layer.name == "mobilenet_v2_trunk")
     np.testing.assert_array_equal(trunk.get_layer("Conv1").get_weights()[0], ref.get_layer("Conv1").get_weights()[0])
+    missing = load_config("smoke", ["model.backbone.name=mobilenet_v2",
+                                    f"model.backbone.weights={tmp_path / 'nope.h5'}"]).model.backbone
     with pytest.raises(UserError, match="neither 'imagenet', null, nor an existing weights file"):
-        build_backbone(load_config("smoke", ["model.backbone.name=mobilenet_v2",
-                                             f"model.backbone.weights={tmp_path / 'nope.h5'}"]).model.backbone, 64, 3, 5)
+        build_backbone(missing, 64, 3, 5)
 
 
 def test_max_images_is_a_fixed_seeded_subset(tmp_path):
