@@ -77,7 +77,8 @@ def train_boxes(cfg, sample: int):
 
     from detector.data.tfds_source import image_hw, tfds_dataset
 
-    small = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, max_images=sample))
+    n = min(sample, cfg.data.max_images or sample)
+    small = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, max_images=n))
     ds, _ = tfds_dataset(small, cfg.data.train_split, training=False)
     out = []
     for e in ds.map(lambda e: dict(e, hw=image_hw(e["image"]))).as_numpy_iterator():

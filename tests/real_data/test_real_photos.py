@@ -104,3 +104,27 @@ def test_training_val_ap_equals_pycocotools_on_the_written_gt(awkward_val, tmp_p
     assert abs(val_ap - ref["AP"]) <= 1e-12, (val_ap, ref["AP"])
     stats = json.loads(out)
     assert max(abs(stats[k] - ref[k]) for k in STAT_NAMES) <= 1e-12
+
+
+def test_coco_json_class_subset_keeps_original_category_ids(tmp_path):
+    code, _, err = run_in_process("voc2coco", ["--voc-root", str(MINI), "--out-dir", str(tmp_path)])
+    assert code == 0, err
+    for split in ("train", "val"):     # raccoon becomes id 23, plus a 'toothbrush' (id 90) box per image
+        doc = json.loads((tmp_path / f"instances_{split}.json").read_text())
+        doc["categories"] = [{"id": 23, "name": "raccoon"}, {"id": 90, "name": "toothbrush"}]
+        extra = []
+        for a in doc["annotations"]:
+            a["category_id"] = 23
+            extra.append(dict(a, id=a["id"] + 100, category_id=90, bbox=[1.0, 1.0, 10.0, 10.0], area=100.0))
+        doc["annotations"] += extra
+        (tmp_path / f"instances_{split}.json").write_text(json.dumps(doc))
+    cfg = load_config("coco_json_example", [
+        f"data.train_json={tmp_path / 'instances_train.json'}", f"data.val_json={tmp_path / 'instances_val.json'}",
+        f"data.train_images={MINI / 'JPEGImages'}", f"data.val_images={MINI / 'JPEGImages'}",
+        "data.classes=[toothbrush]", "data.unknown_classes=skip", f"data.cache_dir={tmp_path / 'cache'}"])
+    info = dataset_info(cfg)
+    assert info.category_ids == (90,)
+    gt = json.loads(Path(info.gt_json).read_text())
+    assert gt["categories"] == [{"id": 90, "name": "toothbrush"}]
+    assert {a["category_id"] for a in gt["annotations"]} == {90} and len(gt["annotations"]) == 2
+    assert len(gt["images"]) == 2      # images without a toothbrush stay (negatives)
