@@ -23,6 +23,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "eval": ("eval", "exact COCO mAP of a detections file, a checkpoint, or a .tflite model"),
     "inspect": ("inspect", "draw an input batch and measure input-pipeline throughput"),
     "export": ("export", "export a trained model to TFLite (INT8 / float / fp16) with an accuracy report"),
+    "voc2coco": ("voc2coco", "convert a Pascal-VOC folder to COCO instances JSON files"),
     "predict": ("predict", "run a trained model on your own images"),
     "benchmark": ("benchmark", "time one training step on random data"),
     "config-reference": ("config_reference", "print the config reference table (Markdown)"),

@@ -70,7 +70,9 @@ class DataConfig:
     source: Literal["synthetic", "coco_json", "voc", "tfds"] = "synthetic"  # where images and annotations come from
     classes: tuple[str, ...] = ()              # class names; index = class id
     image_size: int = 256                      # square network input, multiple of 2**max_level
-    max_boxes: int = 100                       # ground-truth padding for evaluation
+    max_boxes: int = 100                       # boxes per image kept (first in file order), in training and evaluation
+    max_images: int | None = None  # use at most this many images of each split (a quick real-data run); null = all
+    max_images_seed: int = 0  # which images data.max_images picks (file-based sources; tfds takes the first N)
     # coco_json: annotation files and image folders
     train_json: str | None = None  # coco_json: train annotation file
     train_images: str | None = None  # coco_json: train image folder
@@ -104,7 +106,7 @@ class AnchorConfig:
 @dataclass(frozen=True)
 class BackboneConfig:
     name: Literal["small_cnn", "mobilenet_v2", "resnet50"] = "small_cnn"  # feature extractor
-    weights: Literal["imagenet"] | None = None  # imagenet downloads keras.applications weights (only when asked)
+    weights: str | None = None  # imagenet (keras.applications download/cache), a local weights file PATH, or null
     width: int = 32                            # small_cnn base channel count
     freeze_bn: bool = False  # keep backbone BatchNorm in inference mode (fine-tuning)
     alpha: float = 1.0                         # mobilenet_v2 width multiplier (imagenet: 0.35..1.4)
@@ -347,6 +349,7 @@ def _check(cfg: Config) -> None:
     need(d.image_size % stride == 0, "data.image_size",
          f"{d.image_size} is not a multiple of the largest stride 2**max_level = {stride}")
     need(d.max_boxes > 0, "data.max_boxes", f"must be positive, got {d.max_boxes}")
+    need(d.max_images is None or d.max_images > 0, "data.max_images", "must be positive or null")
     need(d.shuffle_buffer >= 0, "data.shuffle_buffer", "must be >= 0")
     need(d.repeat_factor_threshold >= 0, "data.repeat_factor_threshold", "must be >= 0 (0 = off)")
     need(d.repeat_factor_threshold == 0 or d.source != "tfds", "data.repeat_factor_threshold",

@@ -224,6 +224,7 @@ def evaluate_model_mode(cfg, checkpoint: str, as_json: bool = False, per_class: 
 
     kind, path, run_dir = resolve_checkpoint(checkpoint)
     from detector.data import dataset_info, make_dataset
+    from detector.data.sources import with_val_gt
     from detector.evaluation import STAT_NAMES, format_table
     from detector.evaluation.evaluator import DetectionEvaluator
     from detector.targets.anchors import anchors_for_config
@@ -234,6 +235,8 @@ def evaluate_model_mode(cfg, checkpoint: str, as_json: bool = False, per_class: 
               file=sys.stderr)
         cfg = dataclasses.replace(cfg, eval=dataclasses.replace(cfg.eval, steps=None))
     info = dataset_info(cfg)
+    if verify:
+        info = with_val_gt(cfg, info)   # tfds: written from the prepared val split
     if verify and not info.gt_json:
         raise UserError(f"--verify-pycocotools: data.source {cfg.data.source} has no COCO GT file")
     if save_path is None and run_dir is not None:

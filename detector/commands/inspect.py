@@ -3,6 +3,14 @@
     python tools/inspect_data.py --config synthetic.yaml [--set key=value ...]
         [--split train|val] [--batches N] --out DIR
 
+    python tools/inspect_data.py --config raccoon.yaml --fit-anchors
+
+First prints the anchors' best possible recall on the train boxes (share of boxes with
+an anchor at IoU >= ``matching.positive_iou``, overall and per size bucket; see
+:mod:`detector.targets.anchor_fit`) and a warning naming the settings to change when it
+is below 0.95.  ``--fit-anchors`` then searches anchor layouts and prints the best ones
+as ``--set`` overrides and as config lines, and stops (no ``--out`` needed).
+
 Writes ``DIR/batch0.jpg``: the first (augmented) batch as a grid, with ground-truth
 boxes, class names and depths (metres) drawn (crowd boxes in red, others in green;
 padding images of the val split are left grey).  Then times N more batches after that
@@ -55,15 +63,74 @@ def draw_batch(batch: dict, class_names, min_tile: int = 256):
     return grid
 
 
+def train_boxes(cfg, sample: int):
+    """Train boxes in network-input pixels (letterbox, no augmentation); tfds: the first ``sample`` images."""
+    import numpy as np
+
+    from detector.targets.anchor_fit import network_boxes
+
+    if cfg.data.source != "tfds":
+        from detector.data.sources import load_records
+
+        return network_boxes(load_records(cfg, "train")[0], cfg.data.image_size)
+    import dataclasses
+
+    from detector.data.tfds_source import image_hw, tfds_dataset
+
+    n = min(sample, cfg.data.max_images or sample)
+    small = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, max_images=n))
+    ds, _ = tfds_dataset(small, cfg.data.train_split, training=False)
+    out = []
+    for e in ds.map(lambda e: dict(e, hw=image_hw(e["image"]))).as_numpy_iterator():
+        h, w = e["hw"]
+        b = np.asarray(e["boxes"], np.float64).reshape(-1, 4)
+        x0, y0 = np.clip(b[:, 0], 0, w), np.clip(b[:, 1], 0, h)
+        x1, y1 = np.clip(b[:, 0] + b[:, 2], 0, w), np.clip(b[:, 1] + b[:, 3], 0, h)
+        keep = (x1 > x0) & (y1 > y0) & ~np.asarray(e["is_crowd"], bool)
+        out.append(np.stack([y0, x0, y1, x1], 1)[keep] * (cfg.data.image_size / max(h, w)))
+    return np.concatenate(out) if out else np.zeros((0, 4))
+
+
+def anchor_report(cfg, fit: bool, sample: int) -> bool:
+    """Print the anchors' best possible recall (and with ``fit`` the best layouts); True if no boxes."""
+    from detector.targets.anchor_fit import advice, anchor_recall, fit_anchors
+
+    boxes = train_boxes(cfg, sample)
+    if not len(boxes):
+        print("anchor fit: the train split has no boxes")
+        return True
+    report = anchor_recall(boxes, cfg)
+    for line in report.lines():
+        print(line)
+    warning = advice(report, cfg)
+    if warning:
+        print(f"warning: {warning}")
+    if fit:
+        fits = fit_anchors(boxes, cfg.data.image_size, cfg.matching.positive_iou)
+        print(f"anchor layouts that fit best (recall at IoU >= {cfg.matching.positive_iou:g}, anchors per image):")
+        for f in fits[:5]:
+            print(f"  recall {f.recall:.3f}, {f.num_anchors} anchors: " + " ".join(f"--set {o}" for o in f.overrides()))
+        print("as config lines (best):\n" + fits[0].yaml())
+    return False
+
+
 def main(argv: list[str] | None = None, prog: str | None = None) -> int:
     parser = argparse.ArgumentParser(prog=prog, description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     add_config_args(parser)
     parser.add_argument("--split", choices=("train", "val"), default="train")
     parser.add_argument("--batches", type=int, default=20, help="batches to time after the warm-up batch")
-    parser.add_argument("--out", required=True, help="output folder for batch0.jpg")
+    parser.add_argument("--out", help="output folder for batch0.jpg (required unless --fit-anchors)")
+    parser.add_argument("--fit-anchors", action="store_true",
+                        help="search anchor settings that fit the train boxes and print them, then stop")
+    parser.add_argument("--anchor-sample", type=int, default=5000,
+                        help="tfds sources: train images read for the anchor statistics")
     args = parser.parse_args(argv)
+    if not args.out and not args.fit_anchors:
+        parser.error("--out is required (unless --fit-anchors)")
     cfg = config_from_args(args)
+    if anchor_report(cfg, args.fit_anchors, args.anchor_sample) or args.fit_anchors:
+        return 0
 
     import cv2
 

@@ -49,6 +49,9 @@ class DatasetInfo:
     gt_json: str | None              # COCO-format GT of the val split, for pycocotools
     category_ids: tuple[int, ...]       # class index -> category id used in gt_json
     source: str
+    # what evaluation leaves out, in the metric and gt_json alike: missing_images,
+    # undecodable (images), boxes_over_max (boxes beyond data.max_boxes)
+    eval_dropped: dict = field(default_factory=dict)
 
 
 @dataclass
@@ -108,24 +111,29 @@ def degenerate_mask(boxes_xywh: np.ndarray, height: float, width: float) -> np.n
     return (c[:, 2] <= c[:, 0]) | (c[:, 3] <= c[:, 1])
 
 
-def write_coco_gt(records: list[ImageRecord], class_names: Sequence[str], path: str | Path) -> Path:
-    """Write a COCO-format GT file (category id = class index + 1, ann ids from 1).
+def write_coco_gt(records: list[ImageRecord], class_names: Sequence[str], path: str | Path,
+                  category_ids: Sequence[int] | None = None, max_boxes: int | None = None) -> Path:
+    """Write a COCO-format GT file (ann ids from 1).
 
+    ``category_ids``: class index -> category id (default: class index + 1), so a class
+    subset of a COCO dataset keeps its original ids.  ``max_boxes``: keep only the first
+    ``max_boxes`` annotations of each image (file order), as the evaluation pipeline does.
     Box and area values are written unchanged (Python floats round-trip exactly).
     """
+    ids = list(category_ids) if category_ids is not None else list(range(1, len(class_names) + 1))
     images, anns = [], []
     for r in records:
         images.append({"id": int(r.image_id), "file_name": Path(r.image).name,
                        "height": int(r.height), "width": int(r.width)})
-        for j in range(len(r.classes)):
+        for j in range(min(len(r.classes), max_boxes if max_boxes is not None else len(r.classes))):
             ann = {"id": len(anns) + 1, "image_id": int(r.image_id),
-                   "category_id": int(r.classes[j]) + 1,
+                   "category_id": int(ids[int(r.classes[j])]),
                    "bbox": [float(v) for v in r.boxes[j]], "area": float(r.area[j]),
                    "iscrowd": int(bool(r.is_crowd[j]))}
             if r.depth[j] > 0:
                 ann["depth"] = float(r.depth[j])
             anns.append(ann)
-    cats = [{"id": k + 1, "name": n} for k, n in enumerate(class_names)]
+    cats = sorted(({"id": int(i), "name": n} for i, n in zip(ids, class_names)), key=lambda c: c["id"])
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")

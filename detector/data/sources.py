@@ -14,6 +14,7 @@ import dataclasses
 import functools
 import hashlib
 import logging
+import os
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -41,10 +42,19 @@ def load_records(cfg: Config, split: str) -> tuple[list[ImageRecord], dict]:
 
     Parsed once per process and data config: the trainer rebuilds its dataset every
     epoch (with a per-epoch ``data.seed``), which would otherwise re-read the
-    annotation file each time (seconds for COCO-sized JSON).
+    annotation file each time (seconds for COCO-sized JSON).  With ``data.max_images =
+    N`` a fixed random subset of N images (drawn with ``data.max_images_seed``, kept in
+    file order) stands for the split; ``notes["subset"]`` is then True.
     """
     records, notes = _load_records(dataclasses.replace(cfg.data, seed=None), split)
     return list(records), dict(notes)
+
+
+def _subset(records: list[ImageRecord], n: int | None, seed: int) -> list[ImageRecord]:
+    if n is None or n >= len(records):
+        return records
+    pick = np.sort(np.random.default_rng(seed).choice(len(records), n, replace=False))
+    return [records[i] for i in pick]
 
 
 @functools.lru_cache(maxsize=8)
@@ -67,27 +77,90 @@ def _load_records(d, split: str) -> tuple[list[ImageRecord], dict]:
         records, notes = load_voc(d.voc_root, _split_name(cfg, split), d.classes, d.unknown_classes)
     else:
         raise ValueError(f"load_records does not handle data.source={d.source!r}")
+    if d.max_images is not None and d.max_images < len(records):
+        records, notes = _subset(records, d.max_images, d.max_images_seed), dict(notes, subset=True)
     return records, notes
 
 
-def _written_gt(cfg, records: list[ImageRecord], tag: str) -> str:
-    key = hashlib.sha256(repr((tag, cfg.data.classes, [(r.image, r.image_id, r.boxes.tobytes(),
-                                                        r.classes.tobytes()) for r in records])).encode())
+def _written_gt(cfg, records: list[ImageRecord], category_ids, tag: str) -> str:
+    key = hashlib.sha256(repr((tag, cfg.data.classes, tuple(category_ids), cfg.data.max_boxes,
+                               [(r.image, r.image_id, r.height, r.width, r.boxes.tobytes(),
+                                 r.classes.tobytes()) for r in records])).encode())
     path = Path(cfg.data.cache_dir).expanduser() / "gt" / f"{cfg.data.source}-{key.hexdigest()[:12]}.json"
     if not path.is_file():
-        write_coco_gt(records, cfg.data.classes, path)
+        write_coco_gt(records, cfg.data.classes, path, category_ids, max_boxes=cfg.data.max_boxes)
     return str(path)
 
 
+def _decodable(path: str) -> bool:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return False
+    return _decodable_file(path, st.st_mtime_ns, st.st_size)
+
+
+@functools.lru_cache(maxsize=65536)
+def _decodable_file(path: str, mtime_ns: int, size: int) -> bool:
+    from detector.data.augment import decode
+
+    try:
+        with open(path, "rb") as f:
+            return decode(f.read()) is not None
+    except OSError:
+        return False
+
+
+def _eval_view(cfg, records: list[ImageRecord]) -> tuple[list[ImageRecord], dict]:
+    """The val records exactly as the evaluation sees them, and what was left out.
+
+    The input pipeline skips images it cannot decode and keeps the first
+    ``data.max_boxes`` boxes of an image; the GT file for pycocotools must leave out the
+    same, or the two would score different ground truth.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(4) as pool:   # OpenCV decodes without the GIL
+        ok = list(pool.map(_decodable, [r.image for r in records]))
+    for r, good in zip(records, ok):
+        if not good:
+            log.warning("val image %s (id %d) cannot be decoded: left out of evaluation and the GT file",
+                        r.image, r.image_id)
+    kept = [r for r, good in zip(records, ok) if good]
+    over = sum(max(0, len(r.classes) - cfg.data.max_boxes) for r in kept)
+    return kept, {"undecodable": len(records) - len(kept), "boxes_over_max": over}
+
+
+def _report_eval_drops(cfg, drops: dict, gt_json: str | None) -> None:
+    parts = []
+    if drops.get("missing_images"):
+        parts.append(f"{drops['missing_images']} val images missing")
+    if drops.get("undecodable"):
+        parts.append(f"{drops['undecodable']} val images undecodable")
+    if drops.get("boxes_over_max"):
+        parts.append(f"{drops['boxes_over_max']} val boxes beyond data.max_boxes={cfg.data.max_boxes} "
+                     "(raise data.max_boxes to keep them)")
+    if parts:
+        log.warning("evaluation leaves out %s; the metric and the GT file for pycocotools (%s) both "
+                    "leave them out", ", ".join(parts), gt_json or "written on request")
+
+
 def dataset_info(cfg: Config) -> DatasetInfo:
-    """Class names, split sizes and the val GT file for pycocotools (generates synthetic data)."""
+    """Class names, split sizes and the val GT file for pycocotools (generates synthetic data).
+
+    For tfds sources this checks that the dataset is prepared (a :class:`UserError`
+    otherwise) and leaves ``gt_json`` None: :func:`with_val_gt` writes it on request.
+    For file-based sources the GT file is the original annotation file when the
+    evaluation sees all of it, else a written copy with exactly what it sees (an image
+    subset, a class subset with the original category ids, no missing or undecodable
+    images, at most ``data.max_boxes`` boxes per image).
+    """
     d = cfg.data
     if d.source == "tfds":
-        from detector.data.tfds_source import tfds_split_sizes
+        from detector.data.tfds_source import tfds_category_ids, tfds_split_sizes
 
         n_train, n_val = tfds_split_sizes(cfg)
-        return DatasetInfo(tuple(d.classes), n_train, n_val, None,
-                           tuple(range(1, len(d.classes) + 1)), d.source)
+        return DatasetInfo(tuple(d.classes), n_train, n_val, None, tfds_category_ids(cfg), d.source)
     train, _ = load_records(cfg, "train")
     val, notes = load_records(cfg, "val")
     for name, recs in (("train", train), ("val", val)):
@@ -95,11 +168,28 @@ def dataset_info(cfg: Config) -> DatasetInfo:
         if n_bad:
             log.warning("%s split: %d boxes are degenerate (w or h <= 0 after clipping to the "
                         "image); they are left out of training targets", name, n_bad)
-    if d.source == "voc" or notes.get("skipped_annotations"):
-        gt_json, cat_ids = _written_gt(cfg, val, "val"), tuple(range(1, len(d.classes) + 1))
-    else:
-        gt_json, cat_ids = notes["gt_json"], notes["category_ids"]
-    return DatasetInfo(tuple(d.classes), len(train), len(val), gt_json, cat_ids, d.source)
+    cat_ids = tuple(notes.get("category_ids") or range(1, len(d.classes) + 1))
+    seen, drops = _eval_view(cfg, val)
+    drops["missing_images"] = notes.get("missing_images", 0)
+    original = ("gt_json" in notes and not notes.get("skipped_annotations") and not notes.get("subset")
+                and not any(drops.values()) and all(c > 0 for c in cat_ids))
+    gt_json = notes["gt_json"] if original else _written_gt(cfg, seen, cat_ids, "val")
+    _report_eval_drops(cfg, drops, gt_json)
+    return DatasetInfo(tuple(d.classes), len(train), len(val), gt_json, cat_ids, d.source, drops)
+
+
+def with_val_gt(cfg: Config, info: DatasetInfo) -> DatasetInfo:
+    """``info`` with a val GT file; for tfds one is written from the prepared split (cached)."""
+    if info.gt_json or cfg.data.source != "tfds":
+        return info
+    from detector.data.tfds_source import tfds_val_records
+
+    records, bad = tfds_val_records(cfg)
+    over = sum(max(0, len(r.classes) - cfg.data.max_boxes) for r in records)
+    drops = {"undecodable": bad, "boxes_over_max": over}
+    gt_json = _written_gt(cfg, records, info.category_ids, f"tfds:{cfg.data.tfds_name}:{cfg.data.val_split}")
+    _report_eval_drops(cfg, drops, gt_json)
+    return dataclasses.replace(info, gt_json=gt_json, eval_dropped=drops)
 
 
 def records_dataset(records: list[ImageRecord]) -> tf.data.Dataset:

@@ -14,8 +14,14 @@ pipeline's per-image step; the image size comes from the JPEG/PNG header.
 Labels are the tfds ``ClassLabel`` indices; they are mapped by NAME to ``data.classes``
 (by position when the builder only knows placeholder names '0', '1', ...).
 Names missing from ``data.classes`` raise an error up front, or with
-``data.unknown_classes: skip`` their objects are dropped in the graph.  Nothing is ever
-downloaded: an unprepared dataset raises a :class:`UserError` with instructions.
+``data.unknown_classes: skip`` their objects are dropped in the graph (a class subset).
+COCO detections keep COCO's category ids (1..90 with gaps, looked up by name in
+:mod:`detector.data.coco_categories`), KITTI's are class index + 1.
+
+``data.max_images = N`` reads the first N examples of each split (tfds slicing
+``split[:N]``; training still shuffles them).  Nothing is ever downloaded: an
+unprepared dataset raises a :class:`UserError` naming the data dir it looked in and
+how to prepare it (docs/datasets.md).
 """
 
 from __future__ import annotations
@@ -50,16 +56,65 @@ def _builder(cfg):
         raise UserError(f"data.tfds_name: cannot open tfds builder {cfg.data.tfds_name!r}: {e}") from None
 
 
-def tfds_split_sizes(cfg: Config) -> tuple[int | None, int | None]:
-    """Number of examples of the train and val splits, None when not recorded."""
+def data_dir_root(builder) -> str:
+    """The tfds data dir a builder reads (``data.tfds_data_dir``, else $TFDS_DATA_DIR or ~/tensorflow_datasets)."""
+    return str(getattr(builder, "_data_dir_root", None) or builder.data_dir)
+
+
+def not_prepared_message(cfg: Config, builder) -> str:
+    name, root = cfg.data.tfds_name, data_dir_root(builder)
+    return (
+        f"data.tfds_name {name!r} is not prepared in the tfds data dir {root} (looked for "
+        f"{builder.data_dir}); this tool never downloads datasets. To prepare it on a machine with "
+        f"internet: python -c \"import tensorflow_datasets as tfds; tfds.builder('{name}', "
+        f"data_dir='DIR').download_and_prepare()\" (COCO 2017: about 25 GB of downloads and 25 GB "
+        "prepared), then copy DIR here; from a COCO download already on disk, see docs/datasets.md "
+        "(offline preparation). If it is prepared elsewhere, point at that folder: --set "
+        "data.tfds_data_dir=DIR (or set TFDS_DATA_DIR). Or train from the COCO files directly: "
+        "data.source: coco_json (configs/coco_json_example.yaml).")
+
+
+def ensure_prepared(cfg: Config):
+    """The tfds builder, after checking that it is prepared and has the configured splits."""
     b = _builder(cfg)
+    if not b.is_prepared():
+        raise UserError(not_prepared_message(cfg, b))
+    for key, split in (("data.train_split", cfg.data.train_split), ("data.val_split", cfg.data.val_split)):
+        if split not in b.info.splits:
+            raise UserError(f"{key}: split {split!r} is not in the prepared {cfg.data.tfds_name} under "
+                            f"{data_dir_root(b)} (it has: {', '.join(sorted(b.info.splits))})")
+    return b
+
+
+def split_arg(cfg: Config, split: str) -> str:
+    """The tfds split string: ``split`` or ``split[:max_images]``."""
+    return f"{split}[:{cfg.data.max_images}]" if cfg.data.max_images else split
+
+
+def tfds_split_sizes(cfg: Config) -> tuple[int | None, int | None]:
+    """Number of examples of the train and val splits (after ``data.max_images``), None when not recorded."""
+    b = ensure_prepared(cfg)
     out = []
     for split in (cfg.data.train_split, cfg.data.val_split):
         try:
-            out.append(int(b.info.splits[split].num_examples))
-        except Exception:  # unprepared or mocked builders have no split metadata
+            n = int(b.info.splits[split].num_examples)
+            out.append(min(n, cfg.data.max_images) if cfg.data.max_images else n)
+        except Exception:  # mocked builders have no split metadata
             out.append(None)
     return out[0], out[1]
+
+
+def tfds_category_ids(cfg: Config) -> tuple[int, ...]:
+    """Class index -> category id: COCO's own ids for ``coco/*`` (by name), else index + 1."""
+    if _family(cfg.data.tfds_name) == "coco":
+        from detector.data.coco_categories import COCO_ID_BY_NAME
+
+        unknown = [n for n in cfg.data.classes if n not in COCO_ID_BY_NAME]
+        if not unknown:
+            return tuple(COCO_ID_BY_NAME[n] for n in cfg.data.classes)
+        log.warning("data.classes %s are not COCO category names: detections use class index + 1 as "
+                    "category id", unknown[:5])
+    return tuple(range(1, len(cfg.data.classes) + 1))
 
 
 def label_mapping(tfds_names: Sequence[str], class_names: Sequence[str], unknown: str,
@@ -140,21 +195,50 @@ def tfds_dataset(cfg: Config, split: str, training: bool) -> tuple[tf.data.Datas
     import tensorflow_datasets as tfds
 
     family = _family(cfg.data.tfds_name)
-    builder = _builder(cfg)
+    builder = _builder(cfg)   # (not ensure_prepared: tfds.testing.mock_data builders are unprepared)
     names = builder.info.features["objects"][_FAMILIES[family]].names
     mapping = label_mapping(names, cfg.data.classes, cfg.data.unknown_classes, cfg.data.tfds_name)
     read_config = tfds.ReadConfig(shuffle_seed=cfg.data.seed) if cfg.data.seed is not None else None
     try:
-        ds = builder.as_dataset(split=split, shuffle_files=training, read_config=read_config,
+        ds = builder.as_dataset(split=split_arg(cfg, split), shuffle_files=training, read_config=read_config,
                                 decoders={"image": tfds.decode.SkipDecoding()})
     except Exception as e:
+        if not builder.is_prepared():
+            raise UserError(not_prepared_message(cfg, builder)) from None
         raise UserError(
             f"data.tfds_name {cfg.data.tfds_name!r}, split {split!r}: cannot read the prepared "
-            f"dataset under data.tfds_data_dir={cfg.data.tfds_data_dir!r} ({type(e).__name__}: {e}). "
-            "Prepare it first with tfds (download_and_prepare); this tool never downloads.") from None
+            f"dataset under {data_dir_root(builder)} ({type(e).__name__}: {e})") from None
     try:
         size = int(builder.info.splits[split].num_examples)
+        size = min(size, cfg.data.max_images) if cfg.data.max_images else size
     except Exception:
         size = None
     ds = ds.map(lambda ex: to_canonical(ex, family, mapping), num_parallel_calls=tf.data.AUTOTUNE)
     return ds, size
+
+
+def tfds_val_records(cfg: Config) -> tuple[list, int]:
+    """``(records, undecodable)``: the val split as :class:`~detector.data.records.ImageRecord` s
+    (``image`` = file name; size from the image header) in evaluation order, leaving out (and
+    counting) the images the input pipeline cannot decode, as the evaluation does."""
+    import numpy as np
+
+    from detector.data.augment import decode
+    from detector.data.records import ImageRecord
+
+    ds, _ = tfds_dataset(cfg, cfg.data.val_split, training=False)
+    ds = ds.map(lambda e: dict(e, hw=image_hw(e["image"])))
+    out, bad = [], 0
+    for e in ds.as_numpy_iterator():
+        if decode(bytes(e["image"])) is None:
+            bad += 1
+            log.warning("val image %s (id %d) cannot be decoded: left out of evaluation and the GT file",
+                        e["name"].decode(), int(e["image_id"]))
+            continue
+        n = len(e["classes"])
+        out.append(ImageRecord(
+            image=e["name"].decode(), image_id=int(e["image_id"]), height=int(e["hw"][0]),
+            width=int(e["hw"][1]), boxes=np.asarray(e["boxes"], np.float64).reshape(n, 4),
+            classes=np.asarray(e["classes"], np.int32), is_crowd=np.asarray(e["is_crowd"], bool),
+            area=np.asarray(e["area"], np.float64), depth=np.asarray(e["depth"], np.float32)))
+    return out, bad

@@ -7,11 +7,16 @@ stride ``2**l``; backbones provide levels 2..5, i.e. strides 4..32).
 
 * ``small_cnn``: a from-scratch CNN for fast CPU training: plain strided convs at
   high resolution, then depthwise-separable residual blocks; BN + ReLU/swish.
-* ``mobilenet_v2`` / ``resnet50``: ``keras.applications`` trunks; ImageNet weights
-  are downloaded only when ``weights == "imagenet"``.
+* ``mobilenet_v2`` / ``resnet50``: ``keras.applications`` trunks.  ``weights``:
+  ``null`` (random init), ``"imagenet"`` (keras.applications fetches the file into its
+  cache, ``~/.keras/models``, on first use; a fetch that fails is a :class:`UserError`
+  naming the alternatives) or the PATH of a local weights file for the trunk without
+  its classifier top (e.g. the ``..._no_top.h5`` file keras.applications downloads).
 """
 
 from __future__ import annotations
+
+import os
 
 import keras
 
@@ -139,12 +144,27 @@ def build_backbone(backbone_cfg, image_size: int, min_level: int, max_level: int
 
 
 def _application(name: str, backbone_cfg, image_size: int) -> keras.Model:
-    weights = backbone_cfg.weights  # None or "imagenet"; only "imagenet" downloads
+    weights = backbone_cfg.weights  # None, "imagenet" (fetched or cached), or a local file
+    if weights not in (None, "imagenet"):
+        path = os.path.expanduser(weights)
+        if not os.path.isfile(path):
+            raise UserError(f"model.backbone.weights: {weights!r} is neither 'imagenet', null, nor an "
+                            "existing weights file")
+        weights = path
     shape = (image_size, image_size, 3)
     try:
         if name == "mobilenet_v2":
             return keras.applications.MobileNetV2(input_shape=shape, alpha=backbone_cfg.alpha,
                                                   include_top=False, weights=weights)
         return keras.applications.ResNet50(input_shape=shape, include_top=False, weights=weights)
-    except ValueError as e:  # e.g. an alpha without published ImageNet weights
-        raise UserError(f"model.backbone: cannot build {name} with weights={weights!r}: {e}") from None
+    except ValueError as e:  # e.g. an alpha without published ImageNet weights, or a file that does not fit
+        raise UserError(f"model.backbone: cannot build {name} with weights={backbone_cfg.weights!r}: {e}") from None
+    except Exception as e:  # keras.utils.get_file: "URL fetch failure ..." (no network, proxy, ...)
+        if backbone_cfg.weights != "imagenet":
+            raise
+        raise UserError(
+            f"model.backbone.weights: cannot fetch the ImageNet weights of {name} ({type(e).__name__}: "
+            f"{str(e)[:200]}). Alternatives: copy the keras.applications weights file (the '_no_top' "
+            "one) from a connected machine into ~/.keras/models/ (or $KERAS_HOME/models/); or set "
+            "model.backbone.weights to the PATH of that file; or set model.backbone.weights: null to "
+            "train from random initialisation (slower to converge)") from None

@@ -209,17 +209,20 @@ def train(cfg: Config, run_dir: str | Path | None = None, resume: bool = False,
         strategy = build_strategy(cfg.distribute)
     _check_batch_sizes(cfg, strategy.num_replicas_in_sync)
     chief = is_chief(strategy)
-    path = _run_dir(cfg, run_dir, resume, chief)
-    if chief and progress:
-        print(f"run directory: {path}", file=sys.stderr, flush=True)
-
+    # Data and pretrained weights are checked BEFORE the run directory exists: a machine
+    # without the dataset or the weights gets a UserError and no empty run directory.
     keras.utils.set_random_seed(cfg.train.seed)
     info = dataset_info(cfg)
     steps = steps_per_epoch(cfg, info.num_train)
+    if chief:
+        report_anchor_fit(cfg)
     with strategy.scope():
         model = build_detector(cfg)
         optimizer = build_optimizer(cfg.train)
         anchor_metrics = AnchorMetrics(cfg.num_classes)
+    path = _run_dir(cfg, run_dir, resume, chief)
+    if chief and progress:
+        print(f"run directory: {path}", file=sys.stderr, flush=True)
     evaluator = DetectionEvaluator(cfg, strategy, make_dataset(cfg, "val", training=False),
                                    anchors_for_config(cfg), info.num_val, progress=progress and chief)
     plots = RunPlots(cfg, evaluator, path, chief=chief, progress=progress)   # issue 13: plots
@@ -241,6 +244,30 @@ def train(cfg: Config, run_dir: str | Path | None = None, resume: bool = False,
     result = trainer.fit(resume=resume)
     plots.finish()
     return TrainOutcome(path, result, steps)
+
+
+def report_anchor_fit(cfg: Config) -> None:
+    """Log the anchors' best possible recall on the train boxes; warn (with the fix) when low.
+
+    File-based sources only (a tfds split would have to be read in full first; use
+    ``detector inspect --config ... --fit-anchors`` on a sample of it).
+    """
+    import logging
+
+    from detector.data.sources import load_records
+    from detector.targets.anchor_fit import advice, anchor_recall, network_boxes
+
+    if cfg.data.source == "tfds":
+        return
+    log = logging.getLogger("detector.train")
+    records, _ = load_records(cfg, "train")
+    report = anchor_recall(network_boxes(records, cfg.data.image_size), cfg)
+    for line in report.lines():
+        print(line, file=sys.stderr, flush=True)
+    warning = advice(report, cfg)
+    if warning:
+        log.warning(warning)
+        print(f"warning: {warning}", file=sys.stderr, flush=True)
 
 
 def _count_positives(targets) -> tf.Tensor:
