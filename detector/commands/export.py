@@ -76,7 +76,8 @@ def _check_output(path: Path) -> Path:
         raise UserError(f"--output {path}: is a directory; give a file name such as model_int8.tflite")
     parent = path.parent if str(path.parent) else Path(".")
     if not parent.is_dir():
-        raise UserError(f"--output {path}: the directory {parent} does not exist")
+        what = "is not a directory" if parent.exists() else "does not exist"
+        raise UserError(f"--output {path}: not writable, {parent} {what}")
     if not os.access(parent, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
         raise UserError(f"--output {path}: not writable")
     return path
