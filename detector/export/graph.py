@@ -27,7 +27,7 @@ from pathlib import Path
 import keras
 import tensorflow as tf
 
-from detector.export.postprocess import postprocess_single
+from detector.export.postprocess import AnchorGrid, postprocess_single
 
 SIGNATURE = "serving_default"
 INPUT_NAME = "images"
@@ -41,14 +41,17 @@ def serving_function(model, cfg, postprocess: str):
         raise ValueError(f"postprocess must be 'inside' or 'none', got {postprocess!r}")
     anchors = model.anchors()
     size = int(model.image_size)
-    scale_factors = tuple(model.config_tree.model.box_scale_factors)
+    m = model.config_tree.model
+    scale_factors = tuple(m.box_scale_factors)
+    per_location = m.anchors.num_scales * len(m.anchors.aspect_ratios)
+    grid = AnchorGrid.fit(anchors, size, m.min_level, m.max_level, per_location)
 
     def serve(images):
         outputs = model(images, training=False)
         if postprocess == "none":
             return {k: outputs[k] for k in RAW_OUTPUT_NAMES}
         with tf.name_scope(POSTPROCESS_SCOPE):
-            return postprocess_single(outputs, anchors, cfg.eval, scale_factors, size)
+            return postprocess_single(outputs, anchors, cfg.eval, scale_factors, size, grid)
 
     return serve
 

@@ -33,17 +33,89 @@ _LOG_DEPTH_RANGE = (-10.0, 10.0)   # as detector.model.postprocess: exp cannot o
 OUTPUT_NAMES = ("boxes", "classes", "scores", "depth", "num_detections")
 
 
-def postprocess_single(outputs: dict, anchors: np.ndarray, eval_cfg, scale_factors, image_size: int) -> dict:
+class AnchorGrid:
+    """Anchors looked up from their index instead of a ``[N, 4]`` float table.
+
+    Anchors of :mod:`detector.anchors` form a regular grid: level ``l`` (stride
+    ``s_l``, ``W_l`` columns) holds, row-major, ``A`` boxes per location centred at
+    ``((row + 0.5) s_l, (col + 0.5) s_l)`` with per-level half extents.  The exported
+    graph computes the anchors of the ``K`` pre-NMS candidates from a few tiny tables
+    (level starts, widths, strides, ``L x A`` half extents) rather than embedding the
+    ``N x 4`` table (64 KB for 4032 anchors, a tenth of a small INT8 model).
+
+    ``AnchorGrid.fit(anchors, image_size, min_level, max_level, A)`` returns None when
+    the table is not such a grid (then the table is embedded).
+    """
+
+    def __init__(self, starts, widths, strides, halves, per_location: int):
+        self.starts = np.asarray(starts, np.int32)          # [L] first anchor index of each level
+        self.widths = np.asarray(widths, np.int32)          # [L] locations per row
+        self.strides = np.asarray(strides, np.float32)      # [L]
+        self.halves = np.asarray(halves, np.float32)        # [L * A, 2] (h/2, w/2)
+        self.per_location = int(per_location)
+
+    @classmethod
+    def fit(cls, anchors: np.ndarray, image_size: int, min_level: int, max_level: int,
+            per_location: int) -> AnchorGrid | None:
+        anchors = np.asarray(anchors, np.float32)
+        starts, widths, strides, halves, n = [], [], [], [], 0
+        for level in range(min_level, max_level + 1):
+            stride, width = 2 ** level, image_size // 2 ** level
+            starts.append(n)
+            widths.append(width)
+            strides.append(stride)
+            first = anchors[n:n + per_location].astype(np.float64)
+            halves.extend(np.stack([first[:, 2] - first[:, 0], first[:, 3] - first[:, 1]], -1) / 2.0)
+            n += width * width * per_location
+        if n != len(anchors):
+            return None
+        grid = cls(starts, widths, strides, halves, per_location)
+        if not np.allclose(grid.lookup_numpy(np.arange(n)), anchors, atol=1e-3, rtol=0):
+            return None
+        return grid
+
+    def lookup_numpy(self, idx: np.ndarray) -> np.ndarray:
+        idx = np.asarray(idx, np.int64)
+        level = (idx[:, None] >= self.starts[None, 1:]).sum(-1)
+        local = idx - self.starts[level]
+        a, loc = local % self.per_location, local // self.per_location
+        row, col = loc // self.widths[level], loc % self.widths[level]
+        stride = self.strides[level].astype(np.float64)
+        half = self.halves[level * self.per_location + a].astype(np.float64)
+        yc, xc = (row + 0.5) * stride, (col + 0.5) * stride
+        return np.stack([yc - half[:, 0], xc - half[:, 1], yc + half[:, 0], xc + half[:, 1]], -1).astype(np.float32)
+
+    def lookup(self, idx: tf.Tensor) -> tf.Tensor:
+        """float32 ``[K, 4]`` yxyx anchors of int32 indices ``[K]`` (graph ops)."""
+        level = tf.reduce_sum(tf.cast(idx[:, None] >= tf.constant(self.starts[None, 1:]), tf.int32), axis=-1)
+        local = idx - tf.gather(tf.constant(self.starts), level)
+        loc = local // self.per_location
+        a = local - loc * self.per_location
+        width = tf.gather(tf.constant(self.widths), level)
+        row = loc // width
+        col = loc - row * width
+        stride = tf.gather(tf.constant(self.strides), level)
+        half = tf.gather(tf.constant(self.halves), level * self.per_location + a)
+        yc = (tf.cast(row, tf.float32) + 0.5) * stride
+        xc = (tf.cast(col, tf.float32) + 0.5) * stride
+        return tf.stack([yc - half[:, 0], xc - half[:, 1], yc + half[:, 0], xc + half[:, 1]], axis=-1)
+
+
+def postprocess_single(outputs: dict, anchors: np.ndarray, eval_cfg, scale_factors, image_size: int,
+                       grid: AnchorGrid | None = None) -> dict:
     """Detections of one image from the raw head outputs.
 
     Args:
       outputs: ``cls_logits`` float32 ``[1, N, C]`` (no background slot), ``box``
         ``[1, N, 4]`` codes ``[ty, tx, th, tw]``, ``depth`` ``[1, N]`` log-metres.
-      anchors: float32 ``[N, 4]`` yxyx network-input pixels (embedded as a constant).
+      anchors: float32 ``[N, 4]`` yxyx network-input pixels (embedded as a constant
+        unless ``grid`` is given).
       eval_cfg: :class:`~detector.config.EvalConfig` (``score_threshold``,
         ``pre_nms_top_k``, ``nms_iou``, ``max_detections``, ``class_agnostic_nms``).
       scale_factors: box-code scale factors ``(sy, sx, sh, sw)``.
       image_size: the square input side ``S`` (boxes are clipped to ``[0, S]``).
+      grid: an :class:`AnchorGrid` reproducing ``anchors`` (computes the candidates'
+        anchors instead of gathering them from the table).
 
     Returns the dict of the module docstring.
     """
@@ -52,7 +124,6 @@ def postprocess_single(outputs: dict, anchors: np.ndarray, eval_cfg, scale_facto
     codes = tf.convert_to_tensor(outputs["box"], tf.float32)[0]                # [N, 4]
     log_depth = tf.convert_to_tensor(outputs["depth"], tf.float32)[0]          # [N]
     num_anchors, num_classes = int(logits.shape[0]), int(logits.shape[1])
-    anchors = tf.constant(np.asarray(anchors, np.float32))
     max_det = int(eval_cfg.max_detections)
 
     flat = tf.reshape(tf.sigmoid(logits), [num_anchors * num_classes])
@@ -61,7 +132,11 @@ def postprocess_single(outputs: dict, anchors: np.ndarray, eval_cfg, scale_facto
     anchor_idx = flat_idx // num_classes
     classes = flat_idx - anchor_idx * num_classes
 
-    boxes = box_coder.decode(tf.gather(codes, anchor_idx), tf.gather(anchors, anchor_idx), scale_factors)
+    if grid is not None:
+        cand_anchors = grid.lookup(anchor_idx)
+    else:
+        cand_anchors = tf.gather(tf.constant(np.asarray(anchors, np.float32)), anchor_idx)
+    boxes = box_coder.decode(tf.gather(codes, anchor_idx), cand_anchors, scale_factors)
     boxes = tf.clip_by_value(boxes, 0.0, size)
     depth = tf.exp(tf.clip_by_value(tf.gather(log_depth, anchor_idx), *_LOG_DEPTH_RANGE))
 

@@ -93,12 +93,13 @@ def test_float_tflite_raw_head_equals_keras(setup, float_models):
             np.testing.assert_allclose(got[k], ref[k][i].numpy(), atol=1e-4, rtol=0, err_msg=k)
 
 
-def test_in_model_postprocess_equals_python_decode_on_random_outputs(setup):
+@pytest.mark.parametrize("use_grid", [True, False], ids=["anchor_grid", "anchor_table"])
+def test_in_model_postprocess_equals_python_decode_on_random_outputs(setup, use_grid):
     """Continuous random head outputs (no score ties): the TFLite graph of
     detector.export.postprocess gives exactly the detections of decode_detections."""
     import tensorflow as tf
 
-    from detector.export.postprocess import postprocess_single
+    from detector.export.postprocess import AnchorGrid, postprocess_single
     from detector.export.tflite_runner import make_interpreter
     from detector.model import decode_detections
 
@@ -106,14 +107,20 @@ def test_in_model_postprocess_equals_python_decode_on_random_outputs(setup):
     anchors = model.anchors()
     n, c = anchors.shape[0], cfg.num_classes
     sf, size = cfg.model.box_scale_factors, cfg.data.image_size
+    m = cfg.model
+    grid = AnchorGrid.fit(anchors, size, m.min_level, m.max_level, m.anchors.num_scales * len(m.anchors.aspect_ratios))
+    assert grid is not None
+    if not use_grid:
+        grid = None
 
     @tf.function(input_signature=[tf.TensorSpec([1, n, c]), tf.TensorSpec([1, n, 4]), tf.TensorSpec([1, n])])
     def fn(cls_logits, box, depth):
-        return postprocess_single({"cls_logits": cls_logits, "box": box, "depth": depth}, anchors, cfg.eval, sf, size)
+        return postprocess_single({"cls_logits": cls_logits, "box": box, "depth": depth}, anchors, cfg.eval, sf, size,
+                                  grid)
 
     module = tf.Module()
     module.fn = fn
-    saved = setup[0] / "sm_postprocess_only"
+    saved = setup[0] / f"sm_postprocess_only_{use_grid}"
     tf.saved_model.save(module, str(saved), signatures={"serving_default": fn})
     conv = tf.lite.TFLiteConverter.from_saved_model(str(saved))
     conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
