@@ -194,7 +194,7 @@ def export(model, cfg, output: Path, *, precision: str = "int8", postprocess: st
             debug_images = lambda: (calib.images[i][None].astype("float32")  # noqa: E731
                                     for i in range(min(len(calib), 16)))
             ranked = quantization.layer_errors(quantizer, debug_images, keep_float)
-            ranked = [e for e in ranked if e.name not in set(keep_float)]
+            ranked = [e for e in ranked if not converter.is_postprocess_node(e.name)]
             cache = {}
 
             def accept(model_bytes):

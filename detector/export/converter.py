@@ -104,10 +104,14 @@ def tensor_names(model_content: bytes) -> list[str]:
 def postprocess_nodes(model_content: bytes) -> list[str]:
     """Tensors of the in-model post-processing (name scope ``postprocess/``) and the graph
     outputs (``StatefulPartitionedCall:*``) of a (calibrated) model."""
+    return [n for n in tensor_names(model_content) if is_postprocess_node(n)]
+
+
+def is_postprocess_node(name: str) -> bool:
+    """A tensor of the in-model post-processing or a graph output (see :func:`postprocess_nodes`)."""
     from detector.export.graph import POSTPROCESS_SCOPE
 
-    return [n for n in tensor_names(model_content)
-            if n.startswith(f"{POSTPROCESS_SCOPE}/") or n.startswith("StatefulPartitionedCall")]
+    return name.startswith(f"{POSTPROCESS_SCOPE}/") or name.startswith("StatefulPartitionedCall")
 
 
 def op_counts(model_content: bytes) -> dict[str, int]:
