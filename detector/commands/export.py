@@ -23,9 +23,11 @@ Every export ends with the accuracy report: AP, AP50, APs and depth error on the
 split for the float Keras model, the float ``.tflite`` and the exported file, plus
 file sizes.  With ``--int8``, if the INT8 AP is more than ``--max-ap-drop`` points
 (0-100 scale, default 1.0) below the Keras model's, the per-layer quantization error
-is measured and the most sensitive layers are kept in float, a few more at a time,
-until the gate passes (``--no-selective`` skips this); the report names those
-layers with their size and latency cost.  If the gate still fails the file is
+is measured (QuantizationDebugger, rmse / quantization step per layer), each of
+the 16 worst layers is kept alone in float to measure its AP gain, and the layers
+that help are kept in float, best first and one more at a time (at most 8), until
+the gate passes (``--no-selective`` skips this); the report names those layers
+with their size and latency cost.  If the gate still fails the file is
 written, the failure is printed, and the exit code is 1.  The metadata (labels,
 input, outputs, NMS settings, calibration set, quantization, accuracy, versions) is
 written to ``FILE.json``.  A missing or mismatched checkpoint and an unwritable
@@ -177,11 +179,11 @@ def export(model, cfg, output: Path, *, precision: str = "int8", postprocess: st
         cfg, accuracy.tflite_detect_fn(TFLiteDetector(float_path, metadata={}), cfg, anchors), "tflite float", val)
     label = f"tflite {precision}"
 
-    def score(model_bytes: bytes, name: str):
+    def score(model_bytes: bytes, name: str, progress: bool = True):
         tmp = work / "candidate.tflite"
         tmp.write_bytes(model_bytes)
         return accuracy.evaluate(cfg, accuracy.tflite_detect_fn(TFLiteDetector(tmp, metadata={}), cfg, anchors),
-                                 name, val)
+                                 name, val, progress=progress)
 
     if precision != "float":
         results[label] = score(out_bytes, label)
@@ -197,14 +199,23 @@ def export(model, cfg, output: Path, *, precision: str = "int8", postprocess: st
             ranked = [e for e in ranked if not converter.is_postprocess_node(e.name)]
             cache = {}
 
+            def score_points(model_bytes):
+                return accuracy.points(score(model_bytes, "ablation", progress=False).stats["AP"])
+
+            _log(f"keeping each of the {min(16, len(ranked))} worst layers alone in float (AP gain on val):")
+            gains = quantization.ablate(quantizer, ranked[:16], keep_float, score_points)
+            helpful = [e for e, gain, _ in gains if gain > 0]
+
             def accept(model_bytes):
-                r = score(model_bytes, "selective int8")
+                r = score(model_bytes, "selective int8", progress=False)
                 cache["last"] = r
                 return accuracy.gate(results["keras"].stats, r.stats, max_ap_drop)
 
             chosen, steps = quantization.selective_quantization(
-                quantizer, ranked, keep_float, accept, calib.images[0][None].astype("float32"))
-            quant_info["layer_errors_top"] = [vars(e) for e in ranked[:20]]
+                quantizer, helpful, keep_float, accept, calib.images[0][None].astype("float32"),
+                steps=range(1, min(8, len(helpful)) + 1))
+            quant_info["ablation"] = [{"name": e.name, "ap_gain_points": g, "size_bytes": b} for e, g, b in gains]
+            quant_info["layer_errors_top"] = [vars(e) for e in ranked[:16]]
             quant_info["selective_steps"] = [vars(s) for s in steps]
             if chosen is not None:
                 out_bytes = chosen
@@ -222,6 +233,13 @@ def export(model, cfg, output: Path, *, precision: str = "int8", postprocess: st
     print(f"\nAccuracy on {results['keras'].images} val images (AP in points, 0-100; depth error = mean "
           f"|d - d_gt| / d_gt on IoU>=0.5 matches; deltas vs keras float):")
     print(table)
+    if quant_info and quant_info.get("ablation"):
+        print("\nper-layer sensitivity (QuantizationDebugger rmse/scale, then AP gain of keeping the layer alone "
+              "in float):")
+        errors = {e["name"]: e["rmse_over_scale"] for e in quant_info["layer_errors_top"]}
+        for a in quant_info["ablation"]:
+            print(f"  {a['ap_gain_points']:+.2f} AP  {a['size_bytes'] / 1e3:+7.1f} kB  rmse/scale "
+                  f"{errors.get(a['name'], float('nan')):.3f}  {a['name'][:100]}")
     if quant_info and quant_info.get("selective_steps"):
         base = quant_info["selective_steps"][0]
         print("\nselective quantization (layers kept in float, cumulative; cost vs plain INT8):")

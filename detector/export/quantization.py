@@ -1,17 +1,23 @@
 """Per-layer INT8 quantization error and selective quantization.
 
-:func:`layer_errors` runs ``tf.lite.experimental.QuantizationDebugger`` on the
-NumericVerify-instrumented INT8 model (each quantized op's output is compared with
-the float op run on the same quantized input) over a few calibration images, and
-ranks the layers by ``rmse / scale``: the root-mean-square error of the layer's
-output in units of its own quantization step.  A well-quantized layer sits near
-``1 / sqrt(12) ~ 0.29`` (pure rounding noise); layers far above lose information
-(clipped outliers, too wide a range).
+Three steps, used by ``detector export`` when the INT8 accuracy gate fails:
 
-:func:`selective_quantization` keeps the top-ranked layers in float
-(``denylisted_nodes``), a growing number at a time, until the caller's ``accept``
-function (the accuracy gate) is satisfied, and records what each step cost in file
-size and latency.
+1. :func:`layer_errors` runs ``tf.lite.experimental.QuantizationDebugger`` on the
+   NumericVerify-instrumented INT8 model (each quantized op's output is compared with
+   the float op run on the same quantized input) over a few calibration images, and
+   ranks the layers by ``rmse / scale``: the root-mean-square error of the layer's
+   output in units of its own quantization step.  A well-quantized layer sits near
+   ``1 / sqrt(12) ~ 0.29`` (pure rounding noise); layers far above lose information
+   (clipped outliers, too wide a range).
+2. :func:`ablate`: the local error does not say how much a layer matters for the
+   detections, so each of the top candidates is kept in float on its own and the
+   metric the gate uses (AP on the val split) is measured: the layer's AP gain.
+3. :func:`selective_quantization` keeps layers in float (``denylisted_nodes``), best
+   gain first and one more at a time, until the caller's ``accept`` function (the
+   gate) is satisfied, recording what each step cost in file size and latency.
+
+Choosing layers by their effect on the val-split AP and then gating on that same AP
+fits the choice to those images; the report says how many layers were chosen so.
 """
 
 from __future__ import annotations
@@ -70,6 +76,23 @@ def layer_errors(quantizer, debug_images: Callable[[], Iterable[np.ndarray]],
     return out
 
 
+def ablate(quantizer, candidates: Sequence[LayerError], base_float: Sequence[str],
+           score: Callable[[bytes], float]) -> list[tuple[LayerError, float, int]]:
+    """``[(layer, score gain, size gain in bytes)]`` of keeping each candidate alone in float,
+    best gain first; ``score(model_bytes)`` is e.g. the val AP in points."""
+    base_model = quantizer.quantize(denylisted_nodes=base_float)
+    base = score(base_model)
+    out = []
+    for e in candidates:
+        model = quantizer.quantize(denylisted_nodes=list(base_float) + [e.name])
+        gain = score(model) - base
+        out.append((e, gain, len(model) - len(base_model)))
+        print(f"  {gain:+.2f} AP points, {len(model) - len(base_model):+d} bytes with {e.name[:90]} in float",
+              file=sys.stderr, flush=True)
+    out.sort(key=lambda t: t[1], reverse=True)
+    return out
+
+
 @dataclass
 class SelectiveStep:
     float_layers: list[str]      # kept in float at this step (cumulative)
@@ -79,7 +102,7 @@ class SelectiveStep:
     summary: str                 # what accept() said (e.g. the gate line)
 
 
-def median_invoke_ms(model_content: bytes, image: np.ndarray, runs: int = 30, threads: int = 1) -> float:
+def median_invoke_ms(model_content: bytes, image: np.ndarray, runs: int = 50, threads: int = 1) -> float:
     """Median ``invoke`` time (ms) after 5 warm-ups; for relative costs only."""
     from detector.export.tflite_runner import make_interpreter
 
@@ -98,8 +121,8 @@ def median_invoke_ms(model_content: bytes, image: np.ndarray, runs: int = 30, th
 
 def selective_quantization(quantizer, ranked: list[LayerError], base_float: Sequence[str],
                            accept: Callable[[bytes], tuple[bool, str]], image: np.ndarray,
-                           steps: Sequence[int] = (1, 2, 4, 8, 16)) -> tuple[bytes | None, list[SelectiveStep]]:
-    """Keep the ``k`` worst layers in float for ``k`` in ``steps`` until ``accept(model)`` holds.
+                           steps: Sequence[int] = (1, 2, 3, 4, 5, 6, 7, 8)) -> tuple[bytes | None, list[SelectiveStep]]:
+    """Keep the first ``k`` layers of ``ranked`` in float for ``k`` in ``steps`` until ``accept(model)`` holds.
 
     Returns ``(accepted model bytes or None, the steps tried)``; step 0 (nothing extra
     in float) is recorded first as the baseline for the size / latency costs.

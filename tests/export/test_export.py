@@ -239,3 +239,34 @@ def test_user_errors_exit_2(setup, tmp_path):
     for bad in (blocker / "m.tflite", tmp_path / "missing_dir" / "m.tflite", tmp_path):
         code, _, err = run_in_process("export", [*base, "--checkpoint", str(path), "--output", str(bad)])
         assert code == 2 and "--output" in err, (bad, err)
+
+
+def test_layer_errors_and_selective_quantization(setup, float_models, monkeypatch):
+    """QuantizationDebugger ranks real layers (never the float post-processing); the
+    selective loop keeps layers in float best-first and stops at the first accepted model."""
+    from detector.export import converter, quantization
+
+    tmp, _, _, _, _, batch = setup
+    images = [x[None] for x in batch["images"].numpy()[:4]]
+    quantizer = converter.Int8Quantizer(tmp / "sm_e2e", lambda: iter(images))
+    keep = converter.postprocess_nodes(quantizer.calibrated_model)
+    assert keep and all(n.startswith(("postprocess/", "StatefulPartitionedCall")) for n in keep)
+    ranked = quantization.layer_errors(quantizer, lambda: iter(images[:2]), keep)
+    ranked = [e for e in ranked if not converter.is_postprocess_node(e.name)]
+    assert len(ranked) > 10 and all(e.rmse_over_scale >= 0 for e in ranked)
+    assert ranked[0].rmse_over_scale >= ranked[-1].rmse_over_scale
+
+    # the loop itself, on a stand-in quantizer (model bytes grow with the float layers)
+    class Fake:
+        def quantize(self, denylisted_nodes=(), **_):
+            return b"m" * (100 + 10 * len(denylisted_nodes))
+
+    monkeypatch.setattr(quantization, "median_invoke_ms", lambda model, image: len(model) / 100)
+    layers = [quantization.LayerError(f"layer{i}", "CONV_2D", 0.3, 0.0, 1.0) for i in range(5)]
+    gains = quantization.ablate(Fake(), layers, [], lambda m: 0.0)
+    assert [g for _, g, _ in gains] == [0.0] * 5 and all(b == 10 for _, _, b in gains)
+    chosen, steps = quantization.selective_quantization(
+        Fake(), layers, ["pp"], lambda m: (len(m) >= 130, f"{len(m)} bytes"), images[0], steps=range(1, 6))
+    assert chosen is not None and len(chosen) == 130
+    assert [len(s.float_layers) for s in steps] == [0, 1, 2, 3] and steps[-1].accepted
+    assert steps[-1].float_layers == ["layer0", "layer1", "layer2"]
