@@ -266,7 +266,7 @@ def test_layer_errors_and_selective_quantization(setup, float_models, monkeypatc
     gains = quantization.ablate(Fake(), layers, [], lambda m: 0.0)
     assert [g for _, g, _ in gains] == [0.0] * 5 and all(b == 10 for _, _, b in gains)
     chosen, steps = quantization.selective_quantization(
-        Fake(), layers, ["pp"], lambda m: (len(m) >= 130, f"{len(m)} bytes"), images[0], steps=range(1, 6))
-    assert chosen is not None and len(chosen) == 130
+        Fake(), layers, ["pp"], lambda m: (len(m) >= 140, f"{len(m)} bytes"), images[0], steps=range(1, 6))
+    assert chosen is not None and len(chosen) == 140
     assert [len(s.float_layers) for s in steps] == [0, 1, 2, 3] and steps[-1].accepted
     assert steps[-1].float_layers == ["layer0", "layer1", "layer2"]
