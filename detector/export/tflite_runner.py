@@ -123,6 +123,28 @@ class TFLiteDetector:
         """Run on a prepared input tensor; outputs by name, batch dimension kept."""
         return self._runner(**{self.input_name: tensor})
 
+    def detect_image(self, image: np.ndarray) -> dict:
+        """Any-size RGB uint8 image ``[h, w, 3]`` -> its valid detections in original-image pixels.
+
+        Letterboxes (needs OpenCV), runs, keeps the ``num_detections`` valid rows and
+        divides the boxes by the letterbox scale (clipped to the image): ``boxes`` float32
+        ``[n, 4]`` yxyx, ``classes`` int32 ``[n]``, ``scores`` ``[n]``, ``depth`` ``[n]`` metres,
+        ``labels`` list of ``n`` names (when the metadata has labels), ``scale`` float.
+        """
+        if self.postprocess != "inside":
+            raise ValueError(f"{self.model_path}: a raw-head model; export with --postprocess inside")
+        boxed, scale = letterbox(np.asarray(image), self.image_size)
+        d = self(boxed)
+        n = d["num_detections"]
+        h, w = image.shape[:2]
+        boxes = d["boxes"][:n] / scale
+        boxes = np.clip(boxes, 0, [h, w, h, w]).astype(np.float32)
+        out = {"boxes": boxes, "classes": d["classes"][:n], "scores": d["scores"][:n], "depth": d["depth"][:n],
+               "scale": float(scale)}
+        if self.labels:
+            out["labels"] = [self.labels[c] for c in out["classes"]]
+        return out
+
     def __call__(self, image: np.ndarray) -> dict:
         out = self.invoke(self.prepare(image))
         if self.postprocess == "none":

@@ -200,6 +200,13 @@ def test_int8_export_report_metadata_and_overlap(setup, float_models, int8_expor
     print("INT8 top-5 best IoU with float:", np.round(ious, 3))
     assert len(ious) > 0 and (ious > 0.9).mean() >= 0.8
 
+    # any-size image -> original-pixel detections (letterbox, trim, unscale)
+    big = np.repeat(np.repeat(x[0], 2, axis=0), 2, axis=1)[:200]          # 200 x 256
+    dets = q.detect_image(big)
+    n = len(dets["scores"])
+    assert dets["scale"] == pytest.approx(0.5) and dets["boxes"].shape == (n, 4) and len(dets["labels"]) == n
+    assert (dets["boxes"][:, [0, 2]] <= 200).all() and (dets["boxes"][:, [1, 3]] <= 256).all()
+
 
 def test_eval_tflite_json(setup, int8_export):
     _, sets, _, _, _, _ = setup
