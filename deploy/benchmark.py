@@ -26,6 +26,12 @@ For each thread count a fresh interpreter is built and measured:
 Numbers are milliseconds of wall-clock time (``time.perf_counter``).  Prints a table;
 ``--json OUT`` writes the same figures (schema shared with
 ``deploy/android_benchmark.py``).
+
+Several ``--model`` files are measured interleaved: all interpreters are built first,
+then the timed runs alternate between the models in blocks of ``--block`` runs, so a
+change in background load (a shared machine, thermal throttling) hits every model
+alike; a p50 speed-up line relative to the first file follows the tables, and the JSON
+holds ``{"interleaved": true, "reports": [one report per model]}``.
 """
 
 from __future__ import annotations
@@ -136,47 +142,71 @@ def to_input(image: np.ndarray, detail: dict) -> np.ndarray:
     return x.astype(dtype)
 
 
-def measure(model: str, threads: int, runs: int, warmup: int, xnnpack: bool, source: np.ndarray) -> dict:
-    Interpreter, OpResolverType = _interpreter_class()
-    resolver = OpResolverType.AUTO if xnnpack else OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
-    rss0 = _rss_mb()
-    t0 = time.perf_counter()
-    interp = Interpreter(model_path=model, num_threads=threads, experimental_op_resolver_type=resolver)
-    interp.allocate_tensors()
-    init_ms = 1e3 * (time.perf_counter() - t0)
-    rss_init = _rss_mb() - rss0
-    inp = interp.get_input_details()[0]
-    outs = interp.get_output_details()
-    size = int(inp["shape"][1])
-    x = to_input(letterbox(source, size), inp)
-    interp.set_tensor(inp["index"], x)
-    t0 = time.perf_counter()
-    interp.invoke()
-    first_ms = 1e3 * (time.perf_counter() - t0)
-    for _ in range(warmup):
-        interp.invoke()
-    invoke = []
-    for _ in range(runs):
+class _Run:
+    """One interpreter under test: built (init timed), first invoke timed, warmed up."""
+
+    def __init__(self, model: str, threads: int, warmup: int, xnnpack: bool, source: np.ndarray):
+        Interpreter, OpResolverType = _interpreter_class()
+        resolver = OpResolverType.AUTO if xnnpack else OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
+        self.source, self.xnnpack, self.threads = source, xnnpack, threads
+        rss0 = _rss_mb()
         t0 = time.perf_counter()
-        interp.invoke()
-        invoke.append(1e3 * (time.perf_counter() - t0))
-    e2e = []
-    for _ in range(runs):
+        self.interp = Interpreter(model_path=model, num_threads=threads, experimental_op_resolver_type=resolver)
+        self.interp.allocate_tensors()
+        self.init_ms = 1e3 * (time.perf_counter() - t0)
+        self.rss_init = _rss_mb() - rss0
+        self.inp = self.interp.get_input_details()[0]
+        self.outs = self.interp.get_output_details()
+        self.size = int(self.inp["shape"][1])
+        self.interp.set_tensor(self.inp["index"], to_input(letterbox(source, self.size), self.inp))
         t0 = time.perf_counter()
-        interp.set_tensor(inp["index"], to_input(letterbox(source, size), inp))
-        interp.invoke()
-        got = [interp.get_tensor(o["index"]) for o in outs]   # copies
-        e2e.append(1e3 * (time.perf_counter() - t0))
-    del got
-    ops = Counter(op["op_name"] for op in interp._get_ops_details())  # noqa: SLF001 (best effort)
-    partitions = ops.pop("DELEGATE", 0)
-    not_delegated = sorted(k for k in ops if k in XNNPACK_UNSUPPORTED) if xnnpack else sorted(ops)
-    return {"threads": threads, "init_ms": init_ms, "first_inference_ms": first_ms,
-            "invoke_ms": _percentiles(invoke), "end_to_end_ms": _percentiles(e2e),
-            "rss_init_mb": rss_init, "peak_rss_mb": _peak_rss_mb(),
-            "xnnpack": {"enabled": xnnpack, "delegate_partitions": partitions,
-                        "ops_total": int(sum(ops.values())),
-                        "op_types_not_delegated": not_delegated}}
+        self.interp.invoke()
+        self.first_ms = 1e3 * (time.perf_counter() - t0)
+        for _ in range(warmup):
+            self.interp.invoke()
+        self.invoke_ms, self.e2e_ms = [], []
+
+    def invoke_block(self, n: int) -> None:
+        interp = self.interp
+        for _ in range(n):
+            t0 = time.perf_counter()
+            interp.invoke()
+            self.invoke_ms.append(1e3 * (time.perf_counter() - t0))
+
+    def e2e_block(self, n: int) -> None:
+        interp, inp = self.interp, self.inp
+        for _ in range(n):
+            t0 = time.perf_counter()
+            interp.set_tensor(inp["index"], to_input(letterbox(self.source, self.size), inp))
+            interp.invoke()
+            got = [interp.get_tensor(o["index"]) for o in self.outs]   # copies
+            self.e2e_ms.append(1e3 * (time.perf_counter() - t0))
+        del got
+
+    def result(self) -> dict:
+        ops = Counter(op["op_name"] for op in self.interp._get_ops_details())  # noqa: SLF001 (best effort)
+        partitions = ops.pop("DELEGATE", 0)
+        not_delegated = sorted(k for k in ops if k in XNNPACK_UNSUPPORTED) if self.xnnpack else sorted(ops)
+        return {"threads": self.threads, "init_ms": self.init_ms, "first_inference_ms": self.first_ms,
+                "invoke_ms": _percentiles(self.invoke_ms), "end_to_end_ms": _percentiles(self.e2e_ms),
+                "rss_init_mb": self.rss_init, "peak_rss_mb": _peak_rss_mb(),
+                "xnnpack": {"enabled": self.xnnpack, "delegate_partitions": partitions,
+                            "ops_total": int(sum(ops.values())), "op_types_not_delegated": not_delegated}}
+
+
+def measure(models: list[str], threads: int, runs: int, warmup: int, xnnpack: bool, source: np.ndarray,
+            block: int = 10) -> list[dict]:
+    """One result per model at ``threads``.  With several models the timed runs alternate in
+    blocks of ``block`` runs, so that a change in background load hits every model alike."""
+    subjects = [_Run(m, threads, warmup, xnnpack, source) for m in models]
+    for timed in ("invoke_block", "e2e_block"):
+        done = 0
+        while done < runs:
+            n = min(block, runs - done)
+            for s in subjects:
+                getattr(s, timed)(n)
+            done += n
+    return [s.result() for s in subjects]
 
 
 def environment() -> dict:
@@ -220,12 +250,26 @@ def format_table(report: dict) -> str:
     return "\n".join(lines)
 
 
+def format_ratios(reports: list[dict]) -> str:
+    """p50 speed-up of every model over the first one (interleaved runs)."""
+    base = reports[0]
+    lines = [f"p50 speed-up vs {Path(base['model']).name} (>1 = faster):"]
+    for r in reports[1:]:
+        for a, b in zip(base["results"], r["results"]):
+            lines.append(f"  {Path(r['model']).name} @ {b['threads']} thread(s): invoke "
+                         f"{a['invoke_ms']['p50'] / b['invoke_ms']['p50']:.2f}x, end-to-end "
+                         f"{a['end_to_end_ms']['p50'] / b['end_to_end_ms']['p50']:.2f}x")
+    return "\n".join(lines)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description="Latency of a .tflite detector with the LiteRT interpreter.")
-    p.add_argument("--model", required=True, help=".tflite file")
+    p.add_argument("--model", required=True, nargs="+",
+                   help=".tflite file; several files are measured interleaved (A/B comparison on a busy machine)")
     p.add_argument("--threads", type=int, nargs="+", default=[1], help="thread counts to measure (default 1)")
     p.add_argument("--runs", type=int, default=100, help="timed runs per measurement (default 100)")
     p.add_argument("--warmup", type=int, default=10, help="untimed invokes first (default 10)")
+    p.add_argument("--block", type=int, default=10, help="runs per turn when interleaving several models")
     p.add_argument("--image", help="source image for the end-to-end timing (needs OpenCV); default a test pattern")
     p.add_argument("--no-xnnpack", action="store_true", help="builtin kernels only, no XNNPACK delegate")
     p.add_argument("--json", type=Path, metavar="OUT", help="also write the figures as JSON")
@@ -234,22 +278,30 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if not Path(args.model).is_file():
-        print(f"error: --model {args.model}: no such file", file=sys.stderr)
-        return 2
-    if args.runs < 1 or args.warmup < 0 or any(t < 1 for t in args.threads):
-        print("error: --runs >= 1, --warmup >= 0 and --threads >= 1 please", file=sys.stderr)
+    for m in args.model:
+        if not Path(m).is_file():
+            print(f"error: --model {m}: no such file", file=sys.stderr)
+            return 2
+    if args.runs < 1 or args.warmup < 0 or any(t < 1 for t in args.threads) or args.block < 1:
+        print("error: --runs >= 1, --warmup >= 0, --block >= 1 and --threads >= 1 please", file=sys.stderr)
         return 2
     source = load_image(args.image)
-    report = {"schema": SCHEMA, "tool": "deploy/benchmark.py", "model": str(args.model),
-              "size_bytes": Path(args.model).stat().st_size, "runs": args.runs, "warmup": args.warmup,
-              "xnnpack": not args.no_xnnpack, "image": args.image or "test pattern 640x480",
-              "environment": environment(), "results": []}
+    env = environment()
+    reports = [{"schema": SCHEMA, "tool": "deploy/benchmark.py", "model": str(m), "size_bytes": Path(m).stat().st_size,
+                "runs": args.runs, "warmup": args.warmup, "xnnpack": not args.no_xnnpack,
+                "interleaved_with": [str(o) for o in args.model if o != m],
+                "image": args.image or "test pattern 640x480", "environment": env, "results": []}
+               for m in args.model]
     for threads in args.threads:
-        report["results"].append(measure(args.model, threads, args.runs, args.warmup, not args.no_xnnpack, source))
-    print(format_table(report))
+        for report, result in zip(reports, measure(args.model, threads, args.runs, args.warmup,
+                                                   not args.no_xnnpack, source, args.block)):
+            report["results"].append(result)
+    print("\n\n".join(format_table(r) for r in reports))
+    if len(reports) > 1:
+        print("\n" + format_ratios(reports))
     if args.json:
-        args.json.write_text(json.dumps(report, indent=2) + "\n")
+        doc = reports[0] if len(reports) == 1 else {"schema": SCHEMA, "interleaved": True, "reports": reports}
+        args.json.write_text(json.dumps(doc, indent=2) + "\n")
     return 0
 
 

@@ -113,3 +113,17 @@ def test_parse_log_plain_and_failed(tmp_path):
     report = json.loads(out.read_text())
     assert code == 0 and report["schema"] == "detector-benchmark/1"
     assert [r["threads"] for r in report["results"]] == [1, 4]
+
+
+def test_benchmark_interleaves_several_models(tiny_tflite, tmp_path):
+    other = tmp_path / "copy.tflite"
+    other.write_bytes(tiny_tflite.read_bytes())
+    out = tmp_path / "ab.json"
+    res = subprocess.run([sys.executable, str(ROOT / "deploy" / "benchmark.py"), "--model", str(tiny_tflite),
+                          str(other), "--runs", "7", "--block", "3", "--warmup", "1", "--json", str(out)],
+                         capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr
+    assert "speed-up vs tiny.tflite" in res.stdout
+    doc = json.loads(out.read_text())
+    assert doc["interleaved"] and [Path(r["model"]).name for r in doc["reports"]] == ["tiny.tflite", "copy.tflite"]
+    assert all(r["results"][0]["invoke_ms"]["count"] == 7 for r in doc["reports"])
