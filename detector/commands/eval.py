@@ -33,6 +33,9 @@ do not fit the config exit 2.
 val_predictions.jpg).  Model mode ``--per-class`` prints the per-class table (AP, AP50,
 AR100, GT count, depth error, by class name); with ``--json`` it is the object's
 ``"per_class"`` list.
+
+TFLite mode: ``python tools/eval.py --config CFG --tflite FILE [--json]`` scores a file
+from ``detector export`` the same way (:mod:`detector.commands.eval_tflite`).
 """
 
 from __future__ import annotations
@@ -61,6 +64,8 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
     add_config_args(model, required=False)
     model.add_argument("--checkpoint",
                        help="run dir, checkpoint dir or prefix, or .keras file to evaluate")
+    model.add_argument("--tflite", help="a .tflite file from 'detector export' to evaluate instead (see "
+                                        "detector.commands.eval_tflite)")
     model.add_argument("--verify-pycocotools", action="store_true",
                        help="also run pycocotools and check the numbers agree")
     model.add_argument("--save-detections", type=Path, help="write the detections as a COCO results list")
@@ -76,6 +81,12 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None, prog: str | None = None) -> int:
     args = build_parser(prog).parse_args(argv)
+    if args.tflite:
+        from detector.commands.eval_tflite import evaluate_tflite
+
+        if args.checkpoint or args.gt is not None or args.detections is not None or not args.config:
+            raise UserError("--tflite FILE takes --config CFG and no --checkpoint, --gt or --detections")
+        return evaluate_tflite(config_from_args(args), args.tflite, as_json=args.json)
     if args.config or args.checkpoint or args.save_detections or args.verify_pycocotools:
         if args.gt is not None or args.detections is not None:
             raise UserError("use either file mode (--gt, --detections) or model mode (--config, "
