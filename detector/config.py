@@ -510,5 +510,7 @@ def to_dict(cfg: Config) -> dict:
 
 def save_config(cfg: Config, path: str | os.PathLike) -> None:
     """Write the fully resolved config; ``load_config(path)`` reproduces ``cfg`` exactly."""
-    Path(path).write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
+    from detector.atomic import write_text
+
+    write_text(path, yaml.safe_dump(to_dict(cfg), sort_keys=False))   # atomic: never a torn config.yaml
 

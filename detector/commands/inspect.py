@@ -15,9 +15,10 @@ import argparse
 import gc
 import math
 import time
-from pathlib import Path
 
-from detector.commands.common import add_config_args, config_from_args
+from detector.atomic import write_bytes
+from detector.commands.common import add_config_args, config_from_args, output_dir
+from detector.errors import UserError
 
 
 def draw_batch(batch: dict, class_names, min_tile: int = 256):
@@ -64,6 +65,9 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
     parser.add_argument("--out", required=True, help="output folder for batch0.jpg")
     args = parser.parse_args(argv)
     cfg = config_from_args(args)
+    if args.batches < 0:
+        raise UserError(f"--batches {args.batches}: must be 0 or more")
+    out = output_dir(args.out, "--out")
 
     import cv2
 
@@ -76,9 +80,8 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
     ds = make_dataset(cfg, args.split, training=args.split == "train", stats=stats)
     it = iter(ds)
     first = next(it)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    cv2.imwrite(str(out / "batch0.jpg"), draw_batch(first, cfg.data.classes), [cv2.IMWRITE_JPEG_QUALITY, 95])
+    ok, jpg = cv2.imencode(".jpg", draw_batch(first, cfg.data.classes), [cv2.IMWRITE_JPEG_QUALITY, 95])
+    write_bytes(out / "batch0.jpg", jpg.tobytes())
     print(f"wrote {out / 'batch0.jpg'}")
     images, t0 = 0, time.perf_counter()
     for _ in range(args.batches):
