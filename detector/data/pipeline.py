@@ -47,9 +47,10 @@ def _numpy_step(processor: Processor, data_cfg):
     shapes = ([], [s, s, 3], [m, 4], [m, 4], [m], [m], [m], [m], [], [], [2])
 
     def step(e, seed):
+        size = e.get("size", tf.zeros([2], tf.int32))   # annotated (h, w); 0 = unknown (tfds)
         outs = tf.numpy_function(
             processor, [e["image"], e["name"], e["boxes"], e["classes"], e["is_crowd"], e["area"],
-                        e["depth"], seed], OUTPUT_DTYPES, stateful=True)
+                        e["depth"], seed, size], OUTPUT_DTYPES, stateful=True)
         for t, shape in zip(outs, shapes):
             t.set_shape(shape)
         return dict(zip(("ok", "image") + _GT_KEYS, outs))
@@ -62,10 +63,12 @@ def _tf_step(data_cfg, training: bool):
 
     def step(e, seed):
         args = (e["image"], e["boxes"], e["classes"], e["is_crowd"], e["area"], e["depth"])
+        size = e.get("size", tf.zeros([2], tf.int32))
         if augmenting:
             base = data_cfg.seed if data_cfg.seed is not None else 0
-            return augment_tf.tf_train(*args, tf.stack([tf.constant(base, tf.int64), seed]), data_cfg)
-        return augment_tf.tf_eval(*args, data_cfg)
+            return augment_tf.tf_train(*args, tf.stack([tf.constant(base, tf.int64), seed]), data_cfg,
+                                       size=size)
+        return augment_tf.tf_eval(*args, data_cfg, size=size)
 
     return step
 
@@ -113,7 +116,7 @@ def make_dataset(cfg: Config, split: str, training: bool, stats: PipelineStats |
     batch = batch_size or (cfg.train.batch_size if training else cfg.eval.batch_size)
     parallel = tf.data.AUTOTUNE if d.num_parallel_calls == -1 else d.num_parallel_calls
     deterministic = d.seed is not None
-    ds, _ = source_dataset(cfg, split, training)
+    ds, num_images = source_dataset(cfg, split, training)
     if d.cache_images and d.source != "tfds":
         ds = ds.cache()  # encoded bytes only: small, and spares re-reading every epoch
     if training:
@@ -121,7 +124,8 @@ def make_dataset(cfg: Config, split: str, training: bool, stats: PipelineStats |
             ds = ds.shuffle(d.shuffle_buffer, seed=d.seed, reshuffle_each_iteration=True)
         ds = ds.repeat()
     python_free = d.augment.backend in ("tf", "none")
-    step = _tf_step(d, training) if python_free else _numpy_step(Processor(d, training, stats), d)
+    step = (_tf_step(d, training) if python_free
+            else _numpy_step(Processor(d, training, stats, num_images if training else None), d))
     # Element position (global over epochs) seeds the per-image randomness.
     seed_base = (d.seed if d.seed is not None else tf.random.uniform([], 0, 2**31, tf.int64).numpy()) * 1_000_003
     ds = ds.enumerate().map(lambda i, e: dict(step(e, seed_base + i), image_id=e["image_id"]),

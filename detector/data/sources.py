@@ -5,7 +5,8 @@ Canonical tf.data element (one image, ``n`` annotations in file order)::
     {"image": string (encoded bytes), "name": string (file name, for messages),
      "image_id": int64, "boxes": float64 [n, 4] xywh original pixels,
      "classes": int32 [n] (0..C-1), "is_crowd": bool [n], "area": float64 [n],
-     "depth": float32 [n] metres (-1 unknown)}
+     "depth": float32 [n] metres (-1 unknown),
+     "size": int32 [2] annotated (h, w); optional (file sources), checked against the decoded image}
 """
 
 from __future__ import annotations
@@ -95,6 +96,12 @@ def dataset_info(cfg: Config) -> DatasetInfo:
         if n_bad:
             log.warning("%s split: %d boxes are degenerate (w or h <= 0 after clipping to the "
                         "image); they are left out of training targets", name, n_bad)
+    crowded = max(val, key=lambda r: len(r.classes), default=None)
+    if crowded is not None and len(crowded.classes) > d.max_boxes:
+        # the evaluator's GT holds data.max_boxes per image: more would silently lower recall
+        raise UserError(f"val split: image {crowded.image} (id {crowded.image_id}) has {len(crowded.classes)} "
+                        f"annotations, more than data.max_boxes = {d.max_boxes}; raise data.max_boxes to at "
+                        f"least {len(crowded.classes)} (training drops boxes beyond it, and says so)")
     if d.source == "voc" or notes.get("skipped_annotations"):
         gt_json, cat_ids = _written_gt(cfg, val, "val"), tuple(range(1, len(d.classes) + 1))
     else:
@@ -115,6 +122,7 @@ def records_dataset(records: list[ImageRecord]) -> tf.data.Dataset:
     table = {
         "path": tf.constant([r.image for r in records], tf.string),
         "image_id": tf.constant([r.image_id for r in records], tf.int64),
+        "size": tf.constant(np.array([[r.height, r.width] for r in records], np.int32).reshape(-1, 2)),
         "boxes": ragged([r.boxes.reshape(-1) for r in records], np.float64, 4),
         "classes": ragged([r.classes for r in records], np.int32),
         "is_crowd": ragged([r.is_crowd for r in records], bool),

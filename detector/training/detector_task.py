@@ -93,9 +93,21 @@ class DetectorTrainer(Trainer):
         self.step_fn.metrics_fn = anchor_metrics.update   # set before the first trace
 
     def _train_epoch(self, epoch: int, callbacks):
+        from detector.data.augment import NO_READABLE_IMAGES
+        from detector.errors import UserError
+
         with self.strategy.scope():   # cross-replica context: reads sum the replicas
             self.anchor_metrics.reset()
-        logs, stop = super()._train_epoch(epoch, callbacks)
+        try:
+            logs, stop = super()._train_epoch(epoch, callbacks)
+        except tf.errors.OpError as e:   # raised in the input pipeline's numpy function
+            if NO_READABLE_IMAGES not in str(e):
+                raise
+            text = str(e)[str(e).index(NO_READABLE_IMAGES):].splitlines()[0]
+            raise UserError(f"training split: {text}") from None
+        stats = getattr(self, "pipeline_stats", None)
+        if stats is not None and stats.notable and self.chief:
+            print(f"train input after epoch {epoch + 1}: {stats.summary()}", file=sys.stderr, flush=True)
         with self.strategy.scope():
             logs.update(self.anchor_metrics.results())
         return logs, stop
@@ -138,12 +150,13 @@ def epoch_seed(seed: int | None, epoch: int) -> int | None:
     return None if seed is None else (seed * 1_000_003 + epoch) % (2 ** 31 - 1)
 
 
-def train_dataset_fn(cfg: Config) -> Callable[[int], tf.data.Dataset]:
+def train_dataset_fn(cfg: Config, stats=None) -> Callable[[int], tf.data.Dataset]:
+    """``epoch -> dataset``; ``stats`` (a PipelineStats) collects the skip/repair counts of all epochs."""
     from detector.data import make_dataset
 
     def fn(epoch: int) -> tf.data.Dataset:
         data = dataclasses.replace(cfg.data, seed=epoch_seed(cfg.data.seed, epoch))
-        return make_dataset(dataclasses.replace(cfg, data=data), "train", training=True)
+        return make_dataset(dataclasses.replace(cfg, data=data), "train", training=True, stats=stats)
 
     return fn
 
@@ -222,12 +235,15 @@ def train(cfg: Config, run_dir: str | Path | None = None, resume: bool = False,
     evaluator = DetectionEvaluator(cfg, strategy, make_dataset(cfg, "val", training=False),
                                    anchors_for_config(cfg), info.num_val, progress=progress and chief)
     es = cfg.train.early_stopping
+    from detector.data import PipelineStats
+
+    pipeline_stats = PipelineStats()
     trainer = DetectorTrainer(
         anchor_metrics=anchor_metrics, strategy=strategy, model=model, optimizer=optimizer,
         loss_fn=lambda batch, outputs, count: model.detection_loss(batch["targets"], outputs, count),
         forward_fn=lambda m, batch, training: m(batch["images"], training=training),
         count_fn=lambda batch: _count_positives(batch["targets"]),
-        train_dataset_fn=train_dataset_fn(cfg), steps_per_epoch=steps, epochs=cfg.train.epochs,
+        train_dataset_fn=train_dataset_fn(cfg, pipeline_stats), steps_per_epoch=steps, epochs=cfg.train.epochs,
         global_batch_size=cfg.train.batch_size, eval_fn=evaluator, eval_every=cfg.eval.every_epochs,
         callbacks=[*build_callbacks(cfg, path, steps, multi_worker=isinstance(
             strategy, tf.distribute.MultiWorkerMirroredStrategy)), *callbacks], clip_norm=cfg.train.clip_norm,
@@ -236,6 +252,7 @@ def train(cfg: Config, run_dir: str | Path | None = None, resume: bool = False,
                         if es.enabled else None),
         time_limit_s=cfg.train.time_limit_minutes * 60 if cfg.train.time_limit_minutes else None,
         progress=progress, chief=chief)
+    trainer.pipeline_stats = pipeline_stats
     return TrainOutcome(path, trainer.fit(resume=resume), steps)
 
 
