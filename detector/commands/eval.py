@@ -74,6 +74,8 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
                             "--checkpoint), not both")
         if not (args.config and args.checkpoint):
             raise UserError("model mode needs both --config CFG and --checkpoint PATH")
+        if args.save_detections is not None:
+            _check_output_file(args.save_detections, "--save-detections")
         return evaluate_model_mode(config_from_args(args), args.checkpoint, as_json=args.json,
                                    per_class=args.per_class, save_path=args.save_detections,
                                    verify=args.verify_pycocotools)
@@ -81,6 +83,16 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
         raise UserError("file mode needs both --gt GT.json and --detections DT.json")
     return evaluate_file_mode(args.gt, args.detections, as_json=args.json, per_class=args.per_class,
                               ignore_unknown_categories=args.ignore_unknown_categories)
+
+
+def _check_output_file(path: Path, flag: str) -> None:
+    """Fail before the work when ``path`` cannot be written: a folder, or a parent that is a file."""
+    p = Path(path).expanduser()
+    if p.is_dir():
+        raise UserError(f"{flag} {path}: is a folder; give a file name")
+    parent = next((q for q in [p.parent, *p.parent.parents] if q.exists()), None)
+    if parent is not None and not parent.is_dir():
+        raise UserError(f"{flag} {path}: {parent} is a file, not a folder")
 
 
 def evaluate_file_mode(gt_path: Path, dt_path: Path, as_json: bool = False, per_class: bool = False,

@@ -70,8 +70,10 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
     out = output_dir(args.out, "--out")
 
     import cv2
+    import tensorflow as tf
 
     from detector.data import PipelineStats, dataset_info, make_dataset
+    from detector.data.augment import NO_READABLE_IMAGES
 
     info = dataset_info(cfg)
     print(f"dataset: {info.source}, {info.num_train} train / {info.num_val} val images, "
@@ -79,7 +81,14 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
     stats = PipelineStats()
     ds = make_dataset(cfg, args.split, training=args.split == "train", stats=stats)
     it = iter(ds)
-    first = next(it)
+    try:
+        first = next(it)
+    except StopIteration:
+        raise UserError(f"the {args.split} split gave no batch: {stats.summary()}") from None
+    except tf.errors.OpError as e:
+        if NO_READABLE_IMAGES not in str(e):
+            raise
+        raise UserError(f"{args.split} split: {str(e)[str(e).index(NO_READABLE_IMAGES):].splitlines()[0]}") from None
     ok, jpg = cv2.imencode(".jpg", draw_batch(first, cfg.data.classes), [cv2.IMWRITE_JPEG_QUALITY, 95])
     write_bytes(out / "batch0.jpg", jpg.tobytes())
     print(f"wrote {out / 'batch0.jpg'}")

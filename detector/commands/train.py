@@ -22,7 +22,7 @@ import sys
 from pathlib import Path
 
 from detector.commands.common import add_config_args, config_from_args
-from detector.config import load_config
+from detector.config import SAVED_CONFIG_END, load_config
 from detector.errors import UserError
 
 
@@ -43,6 +43,14 @@ def _config(args):
         saved = Path(args.run_dir).expanduser() / "config.yaml"
         if not saved.is_file():
             raise UserError(f"--resume --run-dir {args.run_dir}: no config.yaml there; pass --config")
+        try:
+            complete = saved.read_text().endswith(SAVED_CONFIG_END)
+        except (OSError, UnicodeDecodeError) as e:
+            raise UserError(f"{saved}: cannot read it: {e}; pass --config") from None
+        if not complete:
+            # a YAML file cut short can still parse, with defaults for the lost keys
+            raise UserError(f"{saved}: does not end with '{SAVED_CONFIG_END.strip()}': cut short, or "
+                            "written by an older version; pass --config with the run's config")
         try:
             return load_config(saved, args.overrides)
         except UserError as e:
