@@ -184,6 +184,11 @@ ROWS = {
         ("train images all undecodable", lambda r: [*CFG, *r["sets"], *_undecodable_val(r, train="val.json"),
                                                     "--out", str(r["tmp"] / "o")], "none of the 3 images"),
     ],
+    "benchmark": [
+        ("no steps", lambda r: [*CFG, "--steps", "0"], "--steps 0: must be 1 or more"),
+        ("negative batch", lambda r: [*CFG, "--batch", "-4"], "--batch -4"),
+        ("bad value", lambda r: [*CFG, "--set", "data.image_size=0"], "data.image_size"),
+    ],
     # "export": [...],   one line per case once detector/commands/export.py is on this branch
     # "predict": [...],
 }
