@@ -32,7 +32,7 @@ import tensorflow as tf
 
 from detector.config import Config
 from detector.data import augment_tf
-from detector.data.augment import OUTPUT_DTYPES, Processor
+from detector.data.augment import NO_READABLE_IMAGES, OUTPUT_DTYPES, Processor
 from detector.data.records import PipelineStats
 from detector.data.sources import source_dataset
 from detector.targets.anchors import anchors_for_config
@@ -104,6 +104,19 @@ def _padding(spec) -> tf.data.Dataset:
     return tf.data.Dataset.from_tensors(zeros)
 
 
+def _check_one_image_decodes(ds: tf.data.Dataset, split: str, num_images: int | None) -> None:
+    """Raise when no image of ``split`` decodes on the TF path: the repeated training stream
+    would otherwise drop every element with ``ignore_errors`` and never yield a batch.
+
+    Stops at the first decodable image (one decode in the normal case)."""
+    from detector.errors import UserError
+
+    probe = ds.map(lambda e: tf.shape(augment_tf.decode(e["image"], e.get("size")))).ignore_errors().take(1)
+    if not any(True for _ in probe):
+        raise UserError(f"{split} split: {NO_READABLE_IMAGES}: none of the {num_images or 'its'} images could "
+                        "be decoded (TF decoder; the albumentations backend names the files)")
+
+
 def make_dataset(cfg: Config, split: str, training: bool, stats: PipelineStats | None = None,
                  batch_size: int | None = None) -> tf.data.Dataset:
     """Batched dataset of ``split`` ("train" or "val"); see the module docstring.
@@ -117,13 +130,15 @@ def make_dataset(cfg: Config, split: str, training: bool, stats: PipelineStats |
     parallel = tf.data.AUTOTUNE if d.num_parallel_calls == -1 else d.num_parallel_calls
     deterministic = d.seed is not None
     ds, num_images = source_dataset(cfg, split, training)
+    python_free = d.augment.backend in ("tf", "none")
+    if training and python_free:
+        _check_one_image_decodes(ds, split, num_images)
     if d.cache_images and d.source != "tfds":
         ds = ds.cache()  # encoded bytes only: small, and spares re-reading every epoch
     if training:
         if d.shuffle_buffer > 0:
             ds = ds.shuffle(d.shuffle_buffer, seed=d.seed, reshuffle_each_iteration=True)
         ds = ds.repeat()
-    python_free = d.augment.backend in ("tf", "none")
     step = (_tf_step(d, training) if python_free
             else _numpy_step(Processor(d, training, stats, num_images if training else None), d))
     # Element position (global over epochs) seeds the per-image randomness.

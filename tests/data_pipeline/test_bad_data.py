@@ -3,6 +3,7 @@
 wrong numbers.  Image decoding on both backends: truncated JPEG, PNG behind a .jpg name,
 zero-byte file, 1x1 image, EXIF orientation, grayscale / RGBA / CMYK."""
 
+import dataclasses
 import json
 import logging
 import struct
@@ -246,6 +247,10 @@ def test_a_split_with_no_readable_image_is_a_user_error_not_a_hang(tmp_path, smo
     with pytest.raises(tf.errors.OpError, match="no readable image: none of the 3 images"):
         next(iter(make_dataset(cfg, "train", True)))
     assert list(make_dataset(cfg, "val", False)) == []
+    tf_cfg = dataclasses.replace(cfg, data=dataclasses.replace(
+        cfg.data, augment=dataclasses.replace(cfg.data.augment, backend="tf")))
+    with pytest.raises(UserError, match="train split: no readable image: none of the 3 images"):
+        make_dataset(tf_cfg, "train", True)
 
 
 def test_crowded_val_image_beyond_max_boxes_is_an_error(tmp_path, smoke_cfg):
