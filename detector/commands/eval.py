@@ -241,6 +241,7 @@ def evaluate_model_mode(cfg, checkpoint: str, as_json: bool = False, per_class: 
     import tempfile
 
     from detector.data import dataset_info, make_dataset
+    from detector.data.pipeline import check_split_readable
     from detector.evaluation import STAT_NAMES, format_per_class, format_table
     from detector.evaluation.evaluator import DetectionEvaluator
     from detector.targets.anchors import anchors_for_config
@@ -251,6 +252,7 @@ def evaluate_model_mode(cfg, checkpoint: str, as_json: bool = False, per_class: 
               file=sys.stderr)
         cfg = dataclasses.replace(cfg, eval=dataclasses.replace(cfg.eval, steps=None))
     info = dataset_info(cfg)
+    check_split_readable(cfg, "val")
     if verify and not info.gt_json:
         raise UserError(f"--verify-pycocotools: data.source {cfg.data.source} has no COCO GT file")
     if save_path is None and run_dir is not None:

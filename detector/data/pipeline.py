@@ -28,13 +28,15 @@ reproducible regardless of thread scheduling.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import tensorflow as tf
 
 from detector.config import Config
 from detector.data import augment_tf
 from detector.data.augment import NO_READABLE_IMAGES, OUTPUT_DTYPES, Processor
 from detector.data.records import PipelineStats
-from detector.data.sources import source_dataset
+from detector.data.sources import load_records, source_dataset
 from detector.targets.anchors import anchors_for_config
 from detector.targets.assign import IGNORE, assign_targets
 
@@ -115,6 +117,35 @@ def _check_one_image_decodes(ds: tf.data.Dataset, split: str, num_images: int | 
     if not any(True for _ in probe):
         raise UserError(f"{split} split: {NO_READABLE_IMAGES}: none of the {num_images or 'its'} images could "
                         "be decoded (TF decoder; the albumentations backend names the files)")
+
+
+def check_split_readable(cfg: Config, split: str) -> None:
+    """A :class:`UserError` when no image of a file-based ``split`` decodes, found before any
+    training or model building (stops at the first image that decodes: one read in the
+    normal case).  tfds sources are checked when their dataset is built."""
+    from detector.data.augment import decode_checked
+    from detector.errors import UserError
+
+    if cfg.data.source == "tfds":
+        return
+    records, _ = load_records(cfg, split)
+    python_free = cfg.data.augment.backend in ("tf", "none")
+    for r in records:
+        try:
+            data = Path(r.image).read_bytes()
+        except OSError:
+            continue
+        if python_free:
+            try:
+                augment_tf.decode(tf.constant(data))
+                return
+            except tf.errors.OpError:
+                continue
+        if decode_checked(data)[0] is not None:
+            return
+    if records:
+        raise UserError(f"{split} split: {NO_READABLE_IMAGES}: none of its {len(records)} images could be "
+                        f"decoded (first: {records[0].image})")
 
 
 def make_dataset(cfg: Config, split: str, training: bool, stats: PipelineStats | None = None,

@@ -213,6 +213,7 @@ def train(cfg: Config, run_dir: str | Path | None = None, resume: bool = False,
           callbacks: Sequence[keras.callbacks.Callback] = (), progress: bool = True) -> TrainOutcome:
     """Train the detector described by ``cfg``; returns the run dir and the fit result."""
     from detector.data import dataset_info, make_dataset
+    from detector.data.pipeline import check_split_readable
     from detector.model import build_detector
 
     check_metric_names(cfg)
@@ -227,6 +228,8 @@ def train(cfg: Config, run_dir: str | Path | None = None, resume: bool = False,
 
     keras.utils.set_random_seed(cfg.train.seed)
     info = dataset_info(cfg)
+    for split in ("train", "val"):   # before building anything: seconds, not an epoch, to find out
+        check_split_readable(cfg, split)
     steps = steps_per_epoch(cfg, info.num_train)
     with strategy.scope():
         model = build_detector(cfg)

@@ -20,7 +20,7 @@ from detector.training.results import read_results
 
 SETS = lambda tmp: ["--set", f"data.synthetic.cache_dir={tmp / 'synthetic'}",  # noqa: E731
                     "--set", f"data.cache_dir={tmp / 'cache'}", "--set", "train.steps_per_epoch=2",
-                    "--set", "eval.score_threshold=0.001"]
+                    "--set", "eval.every_epochs=2"]   # one evaluation per run: at its end
 
 
 class PoisonWeights(keras.callbacks.Callback):
@@ -147,7 +147,7 @@ ROWS = {
         ("val images all undecodable", lambda r: [*CFG, *r["sets"], *_undecodable_val(r), "--set", "train.epochs=1",
                                                   "--set", "train.steps_per_epoch=1",
                                                   "--run-dir", str(r["tmp"] / "badval_run")],
-         "the validation split gave no image to evaluate: all 3 images were unreadable"),
+         "val split: no readable image: none of its 3 images could be decoded (first: "),
     ],
     "eval": [
         ("file mode, missing GT", lambda r: ["--gt", str(r["tmp"] / "no.json"), "--detections", "x.json"], "no.json"),
@@ -167,7 +167,7 @@ ROWS = {
                                               str(_file(r["tmp"], "plain") / "d.json")], "is a file, not a folder"),
         ("val images all undecodable", lambda r: [*CFG, *r["sets"], *_undecodable_val(r), "--checkpoint",
                                                   str(r["run"] / "checkpoints" / "last")],
-         "the validation split gave no image to evaluate"),
+         "val split: no readable image: none of its 3 images"),
     ],
     "inspect": [
         ("out is a file", lambda r: [*CFG, *r["sets"], "--out", str(_file(r["tmp"], "out"))], "--out"),
