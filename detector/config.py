@@ -511,7 +511,16 @@ def to_dict(cfg: Config) -> dict:
     return plain(cfg)
 
 
+# Last line of a saved config: a copy cut short (e.g. by another tool) is recognisable.
+SAVED_CONFIG_END = "# end of config\n"
+
+
 def save_config(cfg: Config, path: str | os.PathLike) -> None:
-    """Write the fully resolved config; ``load_config(path)`` reproduces ``cfg`` exactly."""
-    Path(path).write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
+    """Write the fully resolved config; ``load_config(path)`` reproduces ``cfg`` exactly.
+
+    Written atomically (never a torn file) and ending with :data:`SAVED_CONFIG_END`.
+    """
+    from detector.atomic import write_text
+
+    write_text(path, yaml.safe_dump(to_dict(cfg), sort_keys=False) + SAVED_CONFIG_END)
 

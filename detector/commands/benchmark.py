@@ -16,6 +16,7 @@ import sys
 import time
 
 from detector.commands.common import add_config_args, config_from_args
+from detector.errors import UserError
 
 
 def step_times(cfg, batch: int, steps: int, seed: int = 0) -> tuple[int, list[float]]:
@@ -66,6 +67,9 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
     parser.add_argument("--steps", type=int, default=15, help="timed steps")
     args = parser.parse_args(argv)
     cfg = config_from_args(args)
+    for flag, value in (("--batch", args.batch), ("--steps", args.steps)):
+        if value is not None and value < 1:
+            raise UserError(f"{flag} {value}: must be 1 or more")
     batch = args.batch or cfg.train.batch_size
     params, times = step_times(cfg, batch, args.steps)
     med, best = sorted(times)[len(times) // 2], min(times)

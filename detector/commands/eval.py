@@ -16,7 +16,8 @@ Model mode (TensorFlow; the model runs over the config's val split, every image 
         [--save-detections FILE] [--verify-pycocotools]
 
 ``PATH`` is a run directory (its model.keras, else checkpoints/best, else
-checkpoints/last), a checkpoint directory or prefix (the model is built from the
+checkpoints/last; a truncated or corrupt one is skipped for the next, with a warning
+naming both), a checkpoint directory or prefix (the model is built from the
 config), or a ``.keras`` file (loaded with ``safe_mode=True``; its own architecture is
 used and the config only supplies data and eval settings).  Prints the 12-line table
 plus the depth error on matched detections (:mod:`detector.evaluation.depth`); with
@@ -46,6 +47,7 @@ import sys
 import time
 from pathlib import Path
 
+from detector.atomic import write_text
 from detector.commands.common import add_config_args, config_from_args
 from detector.errors import UserError
 
@@ -93,6 +95,8 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
                             "--checkpoint), not both")
         if not (args.config and args.checkpoint):
             raise UserError("model mode needs both --config CFG and --checkpoint PATH")
+        if args.save_detections is not None:
+            _check_output_file(args.save_detections, "--save-detections")
         return evaluate_model_mode(config_from_args(args), args.checkpoint, as_json=args.json,
                                    per_class=args.per_class, save_path=args.save_detections,
                                    verify=args.verify_pycocotools, plots=args.plots)
@@ -100,6 +104,16 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
         raise UserError("file mode needs both --gt GT.json and --detections DT.json")
     return evaluate_file_mode(args.gt, args.detections, as_json=args.json, per_class=args.per_class,
                               ignore_unknown_categories=args.ignore_unknown_categories, plots=args.plots)
+
+
+def _check_output_file(path: Path, flag: str) -> None:
+    """Fail before the work when ``path`` cannot be written: a folder, or a parent that is a file."""
+    p = Path(path).expanduser()
+    if p.is_dir():
+        raise UserError(f"{flag} {path}: is a folder; give a file name")
+    parent = next((q for q in [p.parent, *p.parent.parents] if q.exists()), None)
+    if parent is not None and not parent.is_dir():
+        raise UserError(f"{flag} {path}: {parent} is a file, not a folder")
 
 
 def evaluate_file_mode(gt_path: Path, dt_path: Path, as_json: bool = False, per_class: bool = False,
@@ -141,30 +155,62 @@ def evaluate_file_mode(gt_path: Path, dt_path: Path, as_json: bool = False, per_
 # --------------------------------------------------------------------------- model mode
 
 
-def resolve_checkpoint(arg: str) -> tuple[str, str, Path | None]:
-    """``(kind "keras" | "checkpoint", path, run_dir or None)`` for ``--checkpoint``."""
-    import tensorflow as tf
+def checkpoint_candidates(arg: str) -> tuple[list[tuple[str, str]], Path | None]:
+    """``([(kind "keras" | "checkpoint", path), ...] in order of preference, run_dir or None)``.
+
+    A run directory gives its model.keras, then checkpoints/best, then checkpoints/last
+    (each newest first); a checkpoint directory its checkpoints, newest first.
+    """
+    from detector.training.checkpoints import checkpoint_paths
 
     p = Path(arg).expanduser()
     if p.is_dir():
-        if (p / "model.keras").is_file():
-            return "keras", str(p / "model.keras"), p
+        found = [("keras", str(p / "model.keras"))] if (p / "model.keras").is_file() else []
         for sub in ("checkpoints/best", "checkpoints/last"):
-            latest = tf.train.latest_checkpoint(str(p / sub))
-            if latest:
-                return "checkpoint", latest, p
-        latest = tf.train.latest_checkpoint(str(p))
-        if latest:
-            return "checkpoint", latest, None
+            found += [("checkpoint", c) for c in checkpoint_paths(p / sub) if c not in {f for _, f in found}]
+        if found:
+            return found, p
+        found = [("checkpoint", c) for c in checkpoint_paths(p)]
+        if found:
+            return found, None
         raise UserError(f"--checkpoint {arg}: the directory has no model.keras, no checkpoints/best "
                         "or checkpoints/last, and no checkpoint of its own")
     if p.is_file() and p.suffix == ".keras":
-        return "keras", str(p), None
+        return [("keras", str(p))], None
     if Path(f"{p}.index").is_file():
-        return "checkpoint", str(p), None
+        return [("checkpoint", str(p))], None
     if p.exists():
         raise UserError(f"--checkpoint {arg}: not a .keras file, a run directory or a checkpoint prefix")
     raise UserError(f"--checkpoint {arg}: no such file, directory or checkpoint prefix")
+
+
+def resolve_checkpoint(arg: str) -> tuple[str, str, Path | None]:
+    """``(kind "keras" | "checkpoint", path, run_dir or None)``: the preferred candidate for ``--checkpoint``."""
+    found, run_dir = checkpoint_candidates(arg)
+    return (*found[0], run_dir)
+
+
+def load_checkpoint(cfg, arg: str):
+    """``(model, cfg, path, run_dir)`` from the first LOADABLE candidate of ``--checkpoint``.
+
+    A truncated or corrupt file (e.g. a run killed while exporting model.keras) is
+    skipped for the next candidate with a warning naming both; a model that does not
+    fit the config is an error (an older checkpoint of the same run would not fit either).
+    """
+    from detector.training.checkpoints import UnreadableCheckpoint
+
+    found, run_dir = checkpoint_candidates(arg)
+    problems = []
+    for kind, path in found:
+        try:
+            model, cfg_used = load_model_for(cfg, kind, path)
+        except UnreadableCheckpoint as e:
+            problems.append(str(e))
+            continue
+        if problems:
+            print(f"warning: {'; '.join(problems)}; using {path} instead", file=sys.stderr, flush=True)
+        return model, cfg_used, path, run_dir
+    raise UserError(f"--checkpoint {arg}: nothing loadable: " + "; ".join(problems))
 
 
 def load_model_for(cfg, kind: str, path: str):
@@ -176,7 +222,7 @@ def load_model_for(cfg, kind: str, path: str):
 
     import detector.losses  # noqa: F401  (registers the serialisable loss classes)
     from detector.model import Detector, build_detector
-    from detector.training.checkpoints import restore_model
+    from detector.training.checkpoints import UnreadableCheckpoint, restore_model
 
     if kind == "checkpoint":
         model = build_detector(cfg)
@@ -187,13 +233,13 @@ def load_model_for(cfg, kind: str, path: str):
         try:
             restore_model(model, path)
         except tf.errors.OpError as e:
-            raise UserError(f"checkpoint {path}: cannot read it: {e.message[:300]}") from None
+            raise UnreadableCheckpoint(f"checkpoint {path}: cannot read it: {e.message[:300]}") from None
         logger.setLevel(level)
         return model, cfg
     try:
         model = keras.saving.load_model(path, safe_mode=True)
-    except Exception as e:  # any failure to deserialise is a bad input file
-        raise UserError(f"{path}: cannot load the Keras model: {type(e).__name__}: {str(e)[:300]}") from None
+    except Exception as e:  # any failure to deserialise is a bad (e.g. truncated) input file
+        raise UnreadableCheckpoint(f"{path}: cannot load the Keras model: {type(e).__name__}: {str(e)[:300]}") from None
     if not isinstance(model, Detector):
         raise UserError(f"{path}: holds a {type(model).__name__}, not a detector model")
     for key, have, want in (("data.classes", list(model.class_names), list(cfg.data.classes)),
@@ -233,19 +279,20 @@ def evaluate_model_mode(cfg, checkpoint: str, as_json: bool = False, per_class: 
     import dataclasses
     import tempfile
 
-    kind, path, run_dir = resolve_checkpoint(checkpoint)
     from detector.data import dataset_info, make_dataset
+    from detector.data.pipeline import check_split_readable
     from detector.data.sources import with_val_gt
     from detector.evaluation import STAT_NAMES, format_table
     from detector.evaluation.evaluator import DetectionEvaluator
     from detector.targets.anchors import anchors_for_config
 
-    model, cfg = load_model_for(cfg, kind, path)
+    model, cfg, path, run_dir = load_checkpoint(cfg, checkpoint)
     if cfg.eval.steps is not None:
         print(f"note: eval.steps={cfg.eval.steps} ignored; model mode evaluates every val image",
               file=sys.stderr)
         cfg = dataclasses.replace(cfg, eval=dataclasses.replace(cfg.eval, steps=None))
     info = dataset_info(cfg)
+    check_split_readable(cfg, "val")
     if verify:
         info = with_val_gt(cfg, info)   # tfds: written from the prepared val split
     if verify and not info.gt_json:
@@ -286,7 +333,7 @@ def evaluate_model_mode(cfg, checkpoint: str, as_json: bool = False, per_class: 
     if save_path is not None:
         save_path = Path(save_path).expanduser()
         save_path.parent.mkdir(parents=True, exist_ok=True)
-        save_path.write_text(json.dumps(results))
+        write_text(save_path, json.dumps(results))
         print(f"detections written to {save_path}", file=sys.stderr)
     if as_json:
         print(json.dumps({**coco, "depth_error": depth, **({"per_class": json_rows(rows)} if per_class else {})}))

@@ -23,9 +23,10 @@ import argparse
 import gc
 import math
 import time
-from pathlib import Path
 
-from detector.commands.common import add_config_args, config_from_args
+from detector.atomic import write_bytes
+from detector.commands.common import add_config_args, config_from_args, output_dir
+from detector.errors import UserError
 
 
 def draw_batch(batch: dict, class_names, min_tile: int = 256):
@@ -129,12 +130,17 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
     if not args.out and not args.fit_anchors:
         parser.error("--out is required (unless --fit-anchors)")
     cfg = config_from_args(args)
+    if args.batches < 0:
+        raise UserError(f"--batches {args.batches}: must be 0 or more")
+    out = output_dir(args.out, "--out") if args.out else None
     if anchor_report(cfg, args.fit_anchors, args.anchor_sample) or args.fit_anchors:
         return 0
 
     import cv2
+    import tensorflow as tf
 
     from detector.data import PipelineStats, dataset_info, make_dataset
+    from detector.data.augment import NO_READABLE_IMAGES
 
     info = dataset_info(cfg)
     print(f"dataset: {info.source}, {info.num_train} train / {info.num_val} val images, "
@@ -142,10 +148,16 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
     stats = PipelineStats()
     ds = make_dataset(cfg, args.split, training=args.split == "train", stats=stats)
     it = iter(ds)
-    first = next(it)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    cv2.imwrite(str(out / "batch0.jpg"), draw_batch(first, cfg.data.classes), [cv2.IMWRITE_JPEG_QUALITY, 95])
+    try:
+        first = next(it)
+    except StopIteration:
+        raise UserError(f"the {args.split} split gave no batch: {stats.summary()}") from None
+    except tf.errors.OpError as e:
+        if NO_READABLE_IMAGES not in str(e):
+            raise
+        raise UserError(f"{args.split} split: {str(e)[str(e).index(NO_READABLE_IMAGES):].splitlines()[0]}") from None
+    ok, jpg = cv2.imencode(".jpg", draw_batch(first, cfg.data.classes), [cv2.IMWRITE_JPEG_QUALITY, 95])
+    write_bytes(out / "batch0.jpg", jpg.tobytes())
     print(f"wrote {out / 'batch0.jpg'}")
     images, t0 = 0, time.perf_counter()
     for _ in range(args.batches):

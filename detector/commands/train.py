@@ -9,7 +9,10 @@ model.keras.  ``--resume`` continues the newest run of the config's name (or
 ``--run-dir``) from its last checkpoint with optimizer state, step, epoch and LR
 schedule intact; without ``--config`` it reuses the run's config.yaml.
 
-Exit codes: 0 done, 1 training diverged (non-finite loss), 2 user error.
+Exit codes: 0 done, 1 training diverged (non-finite loss) or a file could not be written
+(e.g. disk full; the previous checkpoint stays usable), 2 user error.  Every file of the
+run directory is written atomically; ``--resume`` skips a truncated or corrupt newest
+checkpoint for the one before it, saying so.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ import sys
 from pathlib import Path
 
 from detector.commands.common import add_config_args, config_from_args
-from detector.config import load_config
+from detector.config import SAVED_CONFIG_END, load_config
 from detector.errors import UserError
 
 
@@ -40,7 +43,18 @@ def _config(args):
         saved = Path(args.run_dir).expanduser() / "config.yaml"
         if not saved.is_file():
             raise UserError(f"--resume --run-dir {args.run_dir}: no config.yaml there; pass --config")
-        return load_config(saved, args.overrides)
+        try:
+            complete = saved.read_text().endswith(SAVED_CONFIG_END)
+        except (OSError, UnicodeDecodeError) as e:
+            raise UserError(f"{saved}: cannot read it: {e}; pass --config") from None
+        if not complete:
+            # a YAML file cut short can still parse, with defaults for the lost keys
+            raise UserError(f"{saved}: does not end with '{SAVED_CONFIG_END.strip()}': cut short, or "
+                            "written by an older version; pass --config with the run's config")
+        try:
+            return load_config(saved, args.overrides)
+        except UserError as e:
+            raise UserError(f"{e} (the run's saved config; pass --config to use another)") from None
     raise UserError("--config is required (except with --resume --run-dir DIR, which reuses the "
                     "run's config.yaml)")
 
@@ -53,6 +67,7 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
 
     configure_devices(cfg.distribute)
     from detector.evaluation.evaluator import STAT_NAMES
+    from detector.training.checkpoints import CheckpointWriteError
     from detector.training.detector_task import train
     from detector.training.engine import NonFiniteLossError
     from detector.training.results import format_metrics
@@ -61,6 +76,9 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
         outcome = train(cfg, run_dir=args.run_dir, resume=args.resume, progress=not args.quiet)
     except NonFiniteLossError as e:
         print(f"training diverged: {e}", file=sys.stderr)
+        return 1
+    except CheckpointWriteError as e:
+        print(f"error: {e}", file=sys.stderr)
         return 1
     r = outcome.result
     print(f"run directory: {outcome.run_dir}")

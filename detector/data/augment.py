@@ -39,6 +39,13 @@ import numpy as np
 
 from detector.data.records import PipelineStats, clip_xyxy
 
+NO_READABLE_IMAGES = "no readable image"
+
+
+class NoReadableImages(RuntimeError):
+    """Every image of a repeated (training) split failed to decode; raised inside the pipeline."""
+
+
 OUTPUT_DTYPES = (np.bool_, np.uint8, np.float32, np.float64, np.int32, np.bool_, np.float64,
                  np.float32, np.int32, np.float32, np.int32)
 
@@ -52,20 +59,60 @@ def letterbox(image: np.ndarray, size: int, scale: float) -> np.ndarray:
     return out
 
 
-def decode(encoded: bytes) -> np.ndarray | None:
-    """RGB uint8 [H, W, 3], or None when the bytes are not a decodable image."""
-    if not encoded:
-        return None
-    img = cv2.imdecode(np.frombuffer(encoded, np.uint8), cv2.IMREAD_COLOR_RGB)
+_JPEG_SOI, _JPEG_EOI = b"\xff\xd8", b"\xff\xd9"
+
+
+def _imdecode(encoded: bytes, flags: int) -> np.ndarray | None:
+    img = cv2.imdecode(np.frombuffer(encoded, np.uint8), flags)
     if img is None or img.ndim != 3 or img.shape[0] == 0 or img.shape[1] == 0:
         return None
     return img
 
 
+def decode_checked(encoded: bytes, expected_hw: tuple[int, int] | None = None
+                   ) -> tuple[np.ndarray | None, str]:
+    """``(RGB uint8 [H, W, 3] or None, note)``: the one image decoder of the OpenCV path.
+
+    The format comes from the bytes, not the file name (a PNG named ``.jpg`` is fine).
+    Grayscale, RGBA/paletted PNG (alpha dropped), 16-bit and CMYK JPEG all give RGB.
+    EXIF orientation is APPLIED (the image as viewers show it: the project's convention
+    for annotations, docs/reliability.md).  When ``expected_hw`` (the annotated height,
+    width) is given and differs from the decoded size but equals the size WITHOUT the
+    EXIF rotation, the annotation was made on the stored pixels: those are used (note
+    ``exif_ignored``).  Any other size mismatch returns None (the boxes would be wrong).
+    A JPEG cut short at the end decodes as far as its data goes (the rest grey, as
+    libjpeg, PIL and browsers show it; note ``truncated``).  None with the reason as the
+    note when nothing can be decoded.
+    """
+    if not encoded:
+        return None, "empty file (0 bytes)"
+    flags = cv2.IMREAD_COLOR_RGB
+    img, note = _imdecode(encoded, flags), ""
+    if img is None and encoded[:2] == _JPEG_SOI and not encoded.rstrip(b"\0").endswith(_JPEG_EOI):
+        encoded = encoded.rstrip(b"\0") + _JPEG_EOI   # lets libjpeg finish a truncated scan
+        img, note = _imdecode(encoded, flags), "truncated"
+    if img is None:
+        return None, "not a decodable image (corrupt, truncated before any image data, or not an image)"
+    if expected_hw and tuple(expected_hw) != img.shape[:2] and all(expected_hw):
+        raw = _imdecode(encoded, flags | cv2.IMREAD_IGNORE_ORIENTATION)
+        if raw is not None and raw.shape[:2] == tuple(expected_hw):
+            return raw, ",".join(filter(None, (note, "exif_ignored")))
+        return None, (f"decoded size {img.shape[1]}x{img.shape[0]} (w x h) differs from the annotated "
+                      f"{expected_hw[1]}x{expected_hw[0]}; its boxes would be wrong")
+    return img, note
+
+
+def decode(encoded: bytes) -> np.ndarray | None:
+    """RGB uint8 [H, W, 3], or None when the bytes are not a decodable image (see decode_checked)."""
+    return decode_checked(encoded)[0]
+
+
 class Processor:
     """Callable turning one canonical record into fixed-size network input (see module doc)."""
 
-    def __init__(self, data_cfg, training: bool, stats: PipelineStats | None = None):
+    def __init__(self, data_cfg, training: bool, stats: PipelineStats | None = None,
+                 num_images: int | None = None):
+        self.num_images = num_images      # elements per pass: to detect a split with no readable image
         self.size = data_cfg.image_size
         self.max_boxes = data_cfg.max_boxes
         self.aug = data_cfg.augment
@@ -105,22 +152,43 @@ class Processor:
         return self._local.pre, self._local.post
 
     # --------------------------------------------------------------- entry point
-    def __call__(self, encoded, name, boxes, classes, is_crowd, area, depth, seed):
-        image = decode(bytes(encoded))
+    def __call__(self, encoded, name, boxes, classes, is_crowd, area, depth, seed, size=None):
         name = name.decode("utf-8", "replace") if isinstance(name, bytes) else str(name)
-        if image is None:
-            self.stats.skip(name, "cannot decode image")
+        hw = tuple(int(v) for v in np.asarray(size).reshape(-1)[:2]) if size is not None else None
+        try:
+            image, note = decode_checked(bytes(encoded), hw)
+            if image is None:
+                self._skip(name, note)
+                return self._empty()
+            for flag in filter(None, note.split(",")):
+                self.stats.repaired(name, flag)
+            self.stats.add(images_seen=1)
+            boxes = np.asarray(boxes, np.float64).reshape(-1, 4)
+            # Non-finite or negative sizes cannot come from a validated file (converted sources only).
+            nonfinite = ~np.isfinite(boxes).all(axis=1)
+            negative = ~nonfinite & ((boxes[:, 2] < 0) | (boxes[:, 3] < 0))
+            bad = nonfinite | negative
+            fields = [np.asarray(f)[~bad] for f in (boxes, classes, is_crowd, area, depth)]
+            if bad.any():
+                self.stats.add(boxes_invalid=int(nonfinite.sum()), boxes_degenerate=int(negative.sum()))
+            if len(fields[1]) > self.max_boxes:
+                self.stats.repaired(name, "too_many_boxes")
+            if self.training:
+                return self._train(image, *fields, int(seed))
+            return self._eval(image, *fields)
+        except NoReadableImages:
+            raise
+        except Exception as e:   # never a crash mid-epoch: the image is skipped, named and counted
+            self._skip(name, f"cannot process it: {type(e).__name__}: {e}")
             return self._empty()
-        self.stats.add(images_seen=1)
-        boxes = np.asarray(boxes, np.float64).reshape(-1, 4)
-        # Negative sizes cannot come from a validated file (only from converted sources).
-        bad = (boxes[:, 2] < 0) | (boxes[:, 3] < 0)
-        fields = [f[~bad] for f in (boxes, classes, is_crowd, area, depth)]
-        if bad.any():
-            self.stats.add(boxes_degenerate=int(bad.sum()))
-        if self.training:
-            return self._train(image, *fields, int(seed))
-        return self._eval(image, *fields)
+
+    def _skip(self, name: str, reason: str) -> None:
+        self.stats.skip(name, reason)
+        n = self.num_images
+        # Training repeats the data forever: with no readable image the filter would spin.
+        if n and self.stats.images_seen == 0 and self.stats.images_skipped >= 2 * n:
+            raise NoReadableImages(f"{NO_READABLE_IMAGES}: none of the {n} images of the split could be "
+                                   f"decoded ({self.stats.skipped_names()})")
 
     def _empty(self):
         m, s = self.max_boxes, self.size

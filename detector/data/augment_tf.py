@@ -14,8 +14,9 @@ per element:
 5. random S x S crop when larger, pad bottom/right with 0 when smaller; boxes clipped,
    those keeping less than ``min_visibility`` of their area dropped.
 
-Undecodable images raise inside the graph; the pipeline drops them with
-``ignore_errors`` (logged by TF; not counted in :class:`PipelineStats`).
+Undecodable images (and images whose decoded size differs from the annotated one)
+raise inside the graph; the pipeline drops them with ``ignore_errors`` (logged by TF at
+each visit; not counted in :class:`PipelineStats`: that is the albumentations path).
 """
 
 from __future__ import annotations
@@ -25,10 +26,29 @@ import tensorflow as tf
 from detector.config import DataConfig
 
 
-def decode(encoded: tf.Tensor) -> tf.Tensor:
-    """uint8 ``[H, W, 3]`` RGB from JPEG/PNG/BMP/GIF bytes."""
-    img = tf.io.decode_image(encoded, channels=3, expand_animations=False)
+def decode(encoded: tf.Tensor, size: tf.Tensor | None = None) -> tf.Tensor:
+    """uint8 ``[H, W, 3]`` RGB from JPEG/PNG/BMP/GIF bytes (format sniffed from the bytes).
+
+    Grayscale, RGBA (alpha dropped) and CMYK JPEG give RGB.  A JPEG cut short at the
+    end decodes as far as it goes (``try_recover_truncated``; no warning is possible in
+    the graph).  EXIF orientation is NOT applied (TensorFlow cannot): the stored pixels
+    are used.  With ``size`` (annotated h, w; zeros = unknown) a decoded size that
+    differs raises, so the pipeline drops the image (its boxes would be wrong), e.g. a
+    phone photo rotated 90 degrees by EXIF; use the albumentations backend for those.
+    """
+    img = tf.cond(tf.io.is_jpeg(encoded),
+                  lambda: tf.io.decode_jpeg(encoded, channels=3, try_recover_truncated=True,
+                                            acceptable_fraction=0.0),
+                  lambda: tf.io.decode_image(encoded, channels=3, expand_animations=False))
     img.set_shape([None, None, 3])
+    if size is not None:
+        size = tf.cast(size, tf.int32)
+        known = tf.reduce_all(size > 0)
+        same = tf.reduce_all(tf.equal(tf.shape(img)[:2], size))
+        with tf.control_dependencies([tf.debugging.Assert(tf.logical_or(tf.logical_not(known), same),
+                                                          ["decoded size differs from the annotated size",
+                                                           tf.shape(img)[:2], size])]):
+            img = tf.identity(img)
     return img
 
 
@@ -75,14 +95,15 @@ def _pack(image, xyxy, xywh, classes, crowd, area, depth, scale, hw, max_boxes: 
 
 
 def tf_eval(encoded: tf.Tensor, boxes: tf.Tensor, classes: tf.Tensor, crowd: tf.Tensor, area: tf.Tensor,
-            depth: tf.Tensor, data_cfg: DataConfig) -> dict:
+            depth: tf.Tensor, data_cfg: DataConfig, size: tf.Tensor | None = None) -> dict:
     """Letterbox only; every annotation kept as annotated (see augment.py)."""
-    img = decode(encoded)
+    img = decode(encoded, size)
     h, w = tf.shape(img)[0], tf.shape(img)[1]
     hf, wf = tf.cast(h, tf.float64), tf.cast(w, tf.float64)
     s = data_cfg.image_size / tf.maximum(hf, wf)
     boxes = tf.reshape(tf.cast(boxes, tf.float64), [-1, 4])
-    ok = (boxes[:, 2] >= 0) & (boxes[:, 3] >= 0)   # negative sizes: converted sources only
+    # negative sizes, NaN/inf: converted sources only
+    ok = (boxes[:, 2] >= 0) & (boxes[:, 3] >= 0) & tf.reduce_all(tf.math.is_finite(boxes), 1)
     boxes, classes, crowd, area, depth = (tf.boolean_mask(t, ok) for t in (boxes, classes, crowd, area, depth))
     out, _, _ = _letterbox(img, data_cfg.image_size, s, h, w)
     xyxy = _clip_xyxy(boxes, hf, wf) * s
@@ -96,15 +117,17 @@ def _uniform(seed, i, lo=0.0, hi=1.0):
 
 
 def tf_train(encoded: tf.Tensor, boxes: tf.Tensor, classes: tf.Tensor, crowd: tf.Tensor, area: tf.Tensor,
-             depth: tf.Tensor, seed: tf.Tensor, data_cfg: DataConfig) -> dict:
+             depth: tf.Tensor, seed: tf.Tensor, data_cfg: DataConfig, size: tf.Tensor | None = None) -> dict:
     """Augmented training example; ``seed`` int64 [2] makes it reproducible."""
+    annotated_size = size
     a, size = data_cfg.augment, data_cfg.image_size
     seed = tf.cast(seed, tf.int64)
-    img = decode(encoded)
+    img = decode(encoded, annotated_size)
     h, w = tf.shape(img)[0], tf.shape(img)[1]
     hf, wf = tf.cast(h, tf.float64), tf.cast(w, tf.float64)
     xyxy = _clip_xyxy(boxes, hf, wf)
-    keep = (xyxy[:, 2] > xyxy[:, 0]) & (xyxy[:, 3] > xyxy[:, 1])
+    finite = tf.reduce_all(tf.math.is_finite(tf.reshape(tf.cast(boxes, tf.float64), [-1, 4])), 1)
+    keep = (xyxy[:, 2] > xyxy[:, 0]) & (xyxy[:, 3] > xyxy[:, 1]) & finite
     xyxy, classes, crowd, area, depth = (tf.boolean_mask(t, keep) for t in (xyxy, classes, crowd, area, depth))
     base_area = (xyxy[:, 2] - xyxy[:, 0]) * (xyxy[:, 3] - xyxy[:, 1])
     if a.hflip > 0:

@@ -10,7 +10,9 @@ Classes are matched by category NAME to ``data.classes`` (index = position there
 An annotation whose category name is not listed raises an error, or with
 ``data.unknown_classes: skip`` is dropped with one warning per category.
 Optional per-annotation fields: ``iscrowd`` (default 0), ``depth`` (metres; -1 if
-absent).  Images whose file is missing are skipped with a warning.
+absent).  Images whose file is missing are skipped with a warning.  ``file_name`` must
+stay inside the image folder (:func:`~detector.data.records.confined_path`): an
+absolute path or one climbing out with ``..`` is refused, naming the entry.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from detector.data.records import ImageRecord
+from detector.data.records import ImageRecord, confined_path
 from detector.errors import UserError
 from detector.evaluation.coco_io import load_ground_truth
 
@@ -70,8 +72,8 @@ def load_coco_json(json_path: str | os.PathLike, images_dir: str | os.PathLike, 
     starts = np.searchsorted(a.image[ann_index], np.arange(len(gt.image_ids) + 1))
     records, missing = [], 0
     root = Path(images_dir).expanduser()
-    for im in gt.images:
-        file = root / im.file_name
+    for i, im in enumerate(gt.images):
+        file = confined_path(root, im.file_name, f"{path}: images[{i}] (id {im.image_id}) file_name")
         if not os.path.isfile(file):
             missing += 1
             if missing <= 10:

@@ -20,7 +20,10 @@ from detector.errors import UserError
 
 def voc_class_names(voc_root: str | Path, split: str) -> list[str]:
     """Sorted object names found in the annotation files of ``split``."""
-    import xml.etree.ElementTree as ET
+    import defusedxml.ElementTree as ET
+    from defusedxml import DefusedXmlException
+
+    from detector.data.records import confined_path
 
     root = Path(voc_root).expanduser()
     listing = root / "ImageSets" / "Main" / f"{split}.txt"
@@ -28,10 +31,11 @@ def voc_class_names(voc_root: str | Path, split: str) -> list[str]:
         raise UserError(f"{listing}: VOC split list not found")
     names = set()
     for stem in (ln.split()[0] for ln in listing.read_text().splitlines() if ln.strip()):
-        xml = root / "Annotations" / f"{stem}.xml"
+        xml = confined_path(root / "Annotations", f"{stem}.xml", f"{listing}: entry '{stem}'")
         try:
-            names.update((o.findtext("name") or "").strip() for o in ET.parse(xml).getroot().iter("object"))
-        except (ET.ParseError, OSError) as e:
+            tree = ET.parse(xml, forbid_dtd=True)
+            names.update((o.findtext("name") or "").strip() for o in tree.getroot().iter("object"))
+        except (ET.ParseError, OSError, DefusedXmlException) as e:
             raise UserError(f"{xml}: cannot parse XML: {e}") from None
     names.discard("")
     return sorted(names)

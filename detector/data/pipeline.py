@@ -28,13 +28,15 @@ reproducible regardless of thread scheduling.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import tensorflow as tf
 
 from detector.config import Config
 from detector.data import augment_tf
-from detector.data.augment import OUTPUT_DTYPES, Processor
+from detector.data.augment import NO_READABLE_IMAGES, OUTPUT_DTYPES, Processor
 from detector.data.records import PipelineStats
-from detector.data.sources import source_dataset
+from detector.data.sources import load_records, source_dataset
 from detector.targets.anchors import anchors_for_config
 from detector.targets.assign import IGNORE, assign_targets
 
@@ -47,9 +49,10 @@ def _numpy_step(processor: Processor, data_cfg):
     shapes = ([], [s, s, 3], [m, 4], [m, 4], [m], [m], [m], [m], [], [], [2])
 
     def step(e, seed):
+        size = e.get("size", tf.zeros([2], tf.int32))   # annotated (h, w); 0 = unknown (tfds)
         outs = tf.numpy_function(
             processor, [e["image"], e["name"], e["boxes"], e["classes"], e["is_crowd"], e["area"],
-                        e["depth"], seed], OUTPUT_DTYPES, stateful=True)
+                        e["depth"], seed, size], OUTPUT_DTYPES, stateful=True)
         for t, shape in zip(outs, shapes):
             t.set_shape(shape)
         return dict(zip(("ok", "image") + _GT_KEYS, outs))
@@ -62,10 +65,12 @@ def _tf_step(data_cfg, training: bool):
 
     def step(e, seed):
         args = (e["image"], e["boxes"], e["classes"], e["is_crowd"], e["area"], e["depth"])
+        size = e.get("size", tf.zeros([2], tf.int32))
         if augmenting:
             base = data_cfg.seed if data_cfg.seed is not None else 0
-            return augment_tf.tf_train(*args, tf.stack([tf.constant(base, tf.int64), seed]), data_cfg)
-        return augment_tf.tf_eval(*args, data_cfg)
+            return augment_tf.tf_train(*args, tf.stack([tf.constant(base, tf.int64), seed]), data_cfg,
+                                       size=size)
+        return augment_tf.tf_eval(*args, data_cfg, size=size)
 
     return step
 
@@ -101,6 +106,48 @@ def _padding(spec) -> tf.data.Dataset:
     return tf.data.Dataset.from_tensors(zeros)
 
 
+def _check_one_image_decodes(ds: tf.data.Dataset, split: str, num_images: int | None) -> None:
+    """Raise when no image of ``split`` decodes on the TF path: the repeated training stream
+    would otherwise drop every element with ``ignore_errors`` and never yield a batch.
+
+    Stops at the first decodable image (one decode in the normal case)."""
+    from detector.errors import UserError
+
+    probe = ds.map(lambda e: tf.shape(augment_tf.decode(e["image"], e.get("size")))).ignore_errors().take(1)
+    if not any(True for _ in probe):
+        raise UserError(f"{split} split: {NO_READABLE_IMAGES}: none of the {num_images or 'its'} images could "
+                        "be decoded (TF decoder; the albumentations backend names the files)")
+
+
+def check_split_readable(cfg: Config, split: str) -> None:
+    """A :class:`UserError` when no image of a file-based ``split`` decodes, found before any
+    training or model building (stops at the first image that decodes: one read in the
+    normal case).  tfds sources are checked when their dataset is built."""
+    from detector.data.augment import decode_checked
+    from detector.errors import UserError
+
+    if cfg.data.source == "tfds":
+        return
+    records, _ = load_records(cfg, split)
+    python_free = cfg.data.augment.backend in ("tf", "none")
+    for r in records:
+        try:
+            data = Path(r.image).read_bytes()
+        except OSError:
+            continue
+        if python_free:
+            try:
+                augment_tf.decode(tf.constant(data))
+                return
+            except tf.errors.OpError:
+                continue
+        if decode_checked(data)[0] is not None:
+            return
+    if records:
+        raise UserError(f"{split} split: {NO_READABLE_IMAGES}: none of its {len(records)} images could be "
+                        f"decoded (first: {records[0].image})")
+
+
 def make_dataset(cfg: Config, split: str, training: bool, stats: PipelineStats | None = None,
                  batch_size: int | None = None) -> tf.data.Dataset:
     """Batched dataset of ``split`` ("train" or "val"); see the module docstring.
@@ -113,15 +160,18 @@ def make_dataset(cfg: Config, split: str, training: bool, stats: PipelineStats |
     batch = batch_size or (cfg.train.batch_size if training else cfg.eval.batch_size)
     parallel = tf.data.AUTOTUNE if d.num_parallel_calls == -1 else d.num_parallel_calls
     deterministic = d.seed is not None
-    ds, _ = source_dataset(cfg, split, training)
+    ds, num_images = source_dataset(cfg, split, training)
+    python_free = d.augment.backend in ("tf", "none")
+    if training and python_free:
+        _check_one_image_decodes(ds, split, num_images)
     if d.cache_images and d.source != "tfds":
         ds = ds.cache()  # encoded bytes only: small, and spares re-reading every epoch
     if training:
         if d.shuffle_buffer > 0:
             ds = ds.shuffle(d.shuffle_buffer, seed=d.seed, reshuffle_each_iteration=True)
         ds = ds.repeat()
-    python_free = d.augment.backend in ("tf", "none")
-    step = _tf_step(d, training) if python_free else _numpy_step(Processor(d, training, stats), d)
+    step = (_tf_step(d, training) if python_free
+            else _numpy_step(Processor(d, training, stats, num_images if training else None), d))
     # Element position (global over epochs) seeds the per-image randomness.
     seed_base = (d.seed if d.seed is not None else tf.random.uniform([], 0, 2**31, tf.int64).numpy()) * 1_000_003
     ds = ds.enumerate().map(lambda i, e: dict(step(e, seed_base + i), image_id=e["image_id"]),

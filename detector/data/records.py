@@ -14,12 +14,15 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PureWindowsPath
 
 import numpy as np
+
+from detector.atomic import write_text
 
 log = logging.getLogger("detector.data")
 
@@ -54,22 +57,55 @@ class DatasetInfo:
     eval_dropped: dict = field(default_factory=dict)
 
 
+# (file, problem) pairs already warned about in this process: a bad image is reported
+# once, not at every visit (every epoch, every evaluation).
+_REPORTED: set[tuple[str, str]] = set()
+_REPORTED_LOCK = threading.Lock()
+
+# What PipelineStats.repaired() counts, and the one-time warning for each.
+REPAIRS = {
+    "truncated": ("images_truncated", "JPEG data ends early; decoded as far as it goes (the rest is grey)"),
+    "exif_ignored": ("images_exif_ignored", "annotated size matches the stored pixels, not the EXIF-rotated "
+                     "view; the EXIF orientation is ignored for it"),
+    "too_many_boxes": ("images_too_many_boxes", "more boxes than data.max_boxes; the rest are dropped"),
+}
+
+
+def warn_once(name: str, problem: str, message: str) -> bool:
+    """Log ``message`` as a warning the first time (name, problem) is seen in this process."""
+    with _REPORTED_LOCK:
+        if (name, problem) in _REPORTED:
+            return False
+        _REPORTED.add((name, problem))
+    log.warning(message)
+    return True
+
+
 @dataclass
 class PipelineStats:
     """Counters filled by the input pipeline (thread-safe; Python side).
 
-    ``images_skipped``: unreadable / undecodable images (named in a warning each);
-    ``boxes_degenerate``: boxes with w or h <= 0 after clipping to the image, dropped
-    from training targets; ``boxes_cropped``: boxes removed by augmentation (crop below
-    ``min_visibility``); ``boxes_truncated``: boxes beyond ``data.max_boxes``.
+    ``images_skipped``: visits of unreadable / undecodable images, the distinct files
+    in ``skipped_files`` (each named in ONE warning per process); ``images_truncated``,
+    ``images_exif_ignored``, ``images_too_many_boxes``: visits of images used after a
+    repair (see :data:`REPAIRS`; files in ``repaired_files``); ``boxes_degenerate``:
+    boxes with w or h <= 0 after clipping to the image (or a negative size), dropped
+    from training targets; ``boxes_invalid``: boxes with NaN/inf coordinates, dropped;
+    ``boxes_cropped``: boxes removed by augmentation (crop below ``min_visibility``);
+    ``boxes_truncated``: boxes beyond ``data.max_boxes``.
     """
 
     images_seen: int = 0
     images_skipped: int = 0
+    images_truncated: int = 0
+    images_exif_ignored: int = 0
+    images_too_many_boxes: int = 0
     boxes_degenerate: int = 0
+    boxes_invalid: int = 0
     boxes_cropped: int = 0
     boxes_truncated: int = 0
     skipped_files: list = field(default_factory=list)
+    repaired_files: dict = field(default_factory=dict)    # problem -> [file, ...]
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def add(self, **counts: int) -> None:
@@ -80,19 +116,71 @@ class PipelineStats:
     def skip(self, name: str, reason: str) -> None:
         with self._lock:
             self.images_skipped += 1
-            if len(self.skipped_files) < 100:
+            if name not in self.skipped_files and len(self.skipped_files) < 1000:
                 self.skipped_files.append(name)
-        log.warning("skipping unreadable image %s: %s", name, reason)
+        warn_once(name, "skip", f"skipping unreadable image {name}: {reason}")
+
+    def repaired(self, name: str, problem: str) -> None:
+        counter, text = REPAIRS[problem]
+        with self._lock:
+            setattr(self, counter, getattr(self, counter) + 1)
+            files = self.repaired_files.setdefault(problem, [])
+            if name not in files and len(files) < 1000:
+                files.append(name)
+        warn_once(name, problem, f"image {name}: {text}")
+
+    def skipped_names(self, limit: int = 5) -> str:
+        files = self.skipped_files
+        more = f" and {len(files) - limit} more" if len(files) > limit else ""
+        return "first: " + ", ".join(files[:limit]) + more if files else "none named"
+
+    @property
+    def notable(self) -> bool:
+        """True when something was skipped, repaired or dropped for being invalid."""
+        return bool(self.images_skipped or self.images_truncated or self.images_exif_ignored
+                    or self.images_too_many_boxes or self.boxes_invalid)
 
     def summary(self) -> str:
-        return (f"images seen {self.images_seen}, skipped (unreadable) {self.images_skipped}; "
-                f"boxes dropped: degenerate {self.boxes_degenerate}, cropped away "
-                f"{self.boxes_cropped}, over max_boxes {self.boxes_truncated}")
+        text = (f"images seen {self.images_seen}, skipped (unreadable) {self.images_skipped}"
+                f" ({len(self.skipped_files)} files)")
+        for problem, (counter, _) in REPAIRS.items():
+            if getattr(self, counter):
+                text += f", {problem.replace('_', ' ')} {getattr(self, counter)}"
+        text += (f"; boxes dropped: degenerate {self.boxes_degenerate}, invalid (NaN/inf) "
+                 f"{self.boxes_invalid}, cropped away {self.boxes_cropped}, over max_boxes "
+                 f"{self.boxes_truncated}")
+        if self.skipped_files:
+            text += f"; skipped files: {self.skipped_names()}"
+        for problem, files in self.repaired_files.items():
+            text += f"; {problem.replace('_', ' ')}: {', '.join(files[:5])}" + (
+                f" and {len(files) - 5} more" if len(files) > 5 else "")
+        return text
 
     def log_summary(self) -> None:
         """Log the counters; as a warning when images were skipped."""
         level = logging.WARNING if self.images_skipped else logging.INFO
         log.log(level, "input pipeline: %s", self.summary())
+
+
+def confined_path(root: str | Path, name: str, where: str) -> Path:
+    """``root / name`` for an image name read from an annotation file, refused when it leaves ``root``.
+
+    ``name`` must be relative and must not climb out with ``..`` (checked on the text,
+    so a dataset folder that is itself a symlink, or holds symlinks the user made, is
+    fine): an absolute path or ``../../etc/passwd`` in a downloaded annotation file is
+    a :class:`~detector.errors.UserError` naming the entry (``where``), never opened.
+    """
+    from detector.errors import UserError
+
+    bad = (not isinstance(name, str) or not name or "\0" in name or os.path.isabs(name)
+           or bool(PureWindowsPath(name).anchor))
+    if not bad:
+        norm = os.path.normpath(name.replace("\\", "/"))
+        bad = norm == ".." or norm.startswith("../") or norm == "."
+    if bad:
+        raise UserError(f"{where}: image name {name!r} is not a path inside the image folder {root} "
+                        "(absolute paths and '..' are refused)")
+    return Path(root) / name
 
 
 def clip_xyxy(boxes_xywh: np.ndarray, height: float, width: float) -> np.ndarray:
@@ -136,9 +224,7 @@ def write_coco_gt(records: list[ImageRecord], class_names: Sequence[str], path: 
     cats = sorted(({"id": int(i), "name": n} for i, n in zip(ids, class_names)), key=lambda c: c["id"])
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps({"images": images, "annotations": anns, "categories": cats}))
-    tmp.replace(path)
+    write_text(path, json.dumps({"images": images, "annotations": anns, "categories": cats}))
     return path
 
 

@@ -5,7 +5,8 @@ Canonical tf.data element (one image, ``n`` annotations in file order)::
     {"image": string (encoded bytes), "name": string (file name, for messages),
      "image_id": int64, "boxes": float64 [n, 4] xywh original pixels,
      "classes": int32 [n] (0..C-1), "is_crowd": bool [n], "area": float64 [n],
-     "depth": float32 [n] metres (-1 unknown)}
+     "depth": float32 [n] metres (-1 unknown),
+     "size": int32 [2] annotated (h, w); optional (file sources), checked against the decoded image}
 """
 
 from __future__ import annotations
@@ -205,6 +206,7 @@ def records_dataset(records: list[ImageRecord]) -> tf.data.Dataset:
     table = {
         "path": tf.constant([r.image for r in records], tf.string),
         "image_id": tf.constant([r.image_id for r in records], tf.int64),
+        "size": tf.constant(np.array([[r.height, r.width] for r in records], np.int32).reshape(-1, 2)),
         "boxes": ragged([r.boxes.reshape(-1) for r in records], np.float64, 4),
         "classes": ragged([r.classes for r in records], np.int32),
         "is_crowd": ragged([r.is_crowd for r in records], bool),

@@ -8,20 +8,27 @@ positives (matching ignores anchors on them, COCO evaluation ignores them).  Dep
 unknown (-1).  ``image_id`` is the digits of the file stem (``2008_000123`` ->
 2008000123), or the 1-based position in the split list when stems are not unique
 numbers.  Unknown class names raise an error naming the XML file, or are skipped with
-``data.unknown_classes: skip``.
+``data.unknown_classes: skip``.  Corners that are not finite numbers, or swapped
+(``xmax < xmin``), are errors naming the object.
+
+Security: the XML is parsed with ``defusedxml`` and a DTD is refused (no entity
+expansion, no external entities); split-list stems and ``<filename>`` must stay inside
+``Annotations/`` and ``JPEGImages/`` (:func:`~detector.data.records.confined_path`).
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import re
-import xml.etree.ElementTree as ET
 from collections.abc import Sequence
 from pathlib import Path
 
+import defusedxml.ElementTree as ET
 import numpy as np
+from defusedxml import DefusedXmlException
 
-from detector.data.records import ImageRecord
+from detector.data.records import ImageRecord, confined_path
 from detector.errors import UserError
 
 log = logging.getLogger("detector.data")
@@ -37,16 +44,23 @@ def _text(node, tag: str, where: str) -> str:
 def _number(node, tag: str, where: str) -> float:
     raw = _text(node, tag, where)
     try:
-        return float(raw)
+        value = float(raw)
     except ValueError:
         raise UserError(f"{where}: <{tag}> is not a number: {raw!r}") from None
+    if not math.isfinite(value):
+        raise UserError(f"{where}: <{tag}> is not a finite number: {raw!r}")
+    return value
 
 
 def parse_voc_xml(xml_path: Path, class_names: Sequence[str],
                   unknown: str = "error") -> tuple[str, int, int, list[tuple[list[float], int, bool]]]:
     """``(file_name, height, width, objects)``; objects = [(xywh, class, difficult)]."""
     try:
-        root = ET.parse(xml_path).getroot()
+        # defusedxml: refuses DTD entities (billion laughs, external entities)
+        root = ET.parse(xml_path, forbid_dtd=True).getroot()
+    except DefusedXmlException as e:
+        raise UserError(f"{xml_path}: refused: the XML declares a DTD or entities ({type(e).__name__}); "
+                        "VOC annotation files have none") from None
     except (ET.ParseError, OSError) as e:
         raise UserError(f"{xml_path}: cannot parse XML: {e}") from None
     size = root.find("size")
@@ -88,11 +102,11 @@ def load_voc(voc_root: str | Path, split: str, class_names: Sequence[str],
     numeric = all(digits) and len(set(digits)) == len(digits)
     records, missing = [], 0
     for pos, stem in enumerate(stems):
-        xml = root / "Annotations" / f"{stem}.xml"
+        xml = confined_path(root / "Annotations", f"{stem}.xml", f"{listing}: line {pos + 1}")
         if not xml.is_file():
             raise UserError(f"{listing}: entry '{stem}' has no annotation file {xml}")
         file_name, height, width, objs = parse_voc_xml(xml, class_names, unknown)
-        image = root / "JPEGImages" / file_name
+        image = confined_path(root / "JPEGImages", file_name, f"{xml}: <filename>")
         if not image.is_file():
             image = root / "JPEGImages" / f"{stem}.jpg"
         if not image.is_file():

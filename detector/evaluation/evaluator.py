@@ -176,8 +176,16 @@ class DetectionEvaluator:
             losses.append(float(loss))
             depth_sum, depth_n = depth_sum + float(d_sum), depth_n + float(d_n)
             batches += 1
+        pipeline = getattr(self.dataset, "stats", None)   # PipelineStats of make_dataset
         if batches == 0:
-            raise ValueError("the validation dataset is empty")
+            from detector.errors import UserError
+
+            skipped = (f": all {pipeline.images_skipped} images were unreadable ({pipeline.skipped_names()})"
+                       if pipeline is not None and pipeline.images_skipped else "")
+            raise UserError(f"the validation split gave no image to evaluate{skipped}")
+        if pipeline is not None and pipeline.notable:
+            # never silently: these metrics leave the skipped images' annotations out
+            print(f"warning: val input: {pipeline.summary()}", file=sys.stderr, flush=True)
         t1 = time.perf_counter()
         stats = {k: float(v) for k, v in metric.result().items()}
         t_metric += time.perf_counter() - t1

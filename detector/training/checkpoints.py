@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 import shutil
+import sys
 import tempfile
 import weakref
 from pathlib import Path
@@ -72,14 +73,55 @@ def model_state(model: keras.Model) -> dict:
     return {"model_variables": list(model.variables)}
 
 
+class UnreadableCheckpoint(UserError):
+    """A checkpoint whose files are missing, truncated or corrupt (not a config mismatch):
+    callers may fall back to an older one."""
+
+
+class CheckpointWriteError(RuntimeError):
+    """Writing a checkpoint failed (e.g. the disk is full); the previous one is still usable."""
+
+
+# What reading a truncated or corrupt checkpoint raises: DataLossError (index file),
+# IndexError "Read less bytes than requested" (data file), NotFoundError (a file gone).
+_UNREADABLE = (tf.errors.OpError, IndexError, OSError)
+
+
+def checkpoint_paths(directory: str | Path) -> list[str]:
+    """Checkpoint prefixes (``.../ckpt-N``) in ``directory``, newest (highest N) first.
+
+    From the files themselves, not the ``checkpoint`` state file, so that a checkpoint
+    that file names but whose files are broken can be skipped for the one before it.
+    """
+    found = []
+    for index in Path(directory).glob("ckpt-*.index"):
+        number = index.name[len("ckpt-"):-len(".index")]
+        if number.isdigit():
+            found.append((int(number), str(index.with_suffix(""))))
+    return [p for _, p in sorted(found, reverse=True)]
+
+
 def restore_model(model: keras.Model, path: str) -> None:
-    """Load only the model weights of a training checkpoint (e.g. checkpoints/best/ckpt-N)."""
+    """Load only the model weights of a training checkpoint (e.g. checkpoints/best/ckpt-N).
+
+    :class:`UnreadableCheckpoint` when its files are broken, :class:`UserError` when it
+    does not fit the model.
+    """
     try:
         tf.train.Checkpoint(**model_state(model)).restore(path).expect_partial() \
             .assert_existing_objects_matched()
     except (AssertionError, ValueError, tf.errors.NotFoundError) as e:
+        if isinstance(e, tf.errors.NotFoundError) and not Path(f"{path}.index").is_file():
+            raise UnreadableCheckpoint(f"checkpoint {path}: its files are missing") from None
         raise UserError(f"checkpoint {path} does not match the model built from the config: "
                         f"{str(e)[:300]}") from None
+    except _UNREADABLE as e:
+        raise UnreadableCheckpoint(f"checkpoint {path} is unreadable (truncated or corrupt?): "
+                                   f"{type(e).__name__}: {_message(e)}") from None
+
+
+def _message(e: BaseException) -> str:
+    return str(getattr(e, "message", None) or e).splitlines()[0][:200] if str(e) else type(e).__name__
 
 
 class Checkpoints:
@@ -111,23 +153,48 @@ class Checkpoints:
         return self.last.latest_checkpoint
 
     def save_last(self, step: int) -> str:
-        path = self.last.save(checkpoint_number=step)
-        self._drop_scratch()
-        return path
+        return self._save(self.last, step)
 
     def save_best(self, step: int) -> str:
-        path = self.best.save(checkpoint_number=step)
+        return self._save(self.best, step)
+
+    def _save(self, manager: tf.train.CheckpointManager, step: int) -> str:
+        # TensorFlow writes the data and index files, then the `checkpoint` state file by an
+        # atomic rename: a failed save leaves the previous checkpoint listed and intact.
+        try:
+            path = manager.save(checkpoint_number=step)
+        except (OSError, tf.errors.OpError) as e:
+            previous = manager.latest_checkpoint
+            kept = f"the previous checkpoint {previous} is kept" if previous else "no checkpoint was saved before"
+            reason = e.strerror if isinstance(e, OSError) and e.strerror else _message(e)
+            raise CheckpointWriteError(f"cannot write checkpoint {manager.directory}/ckpt-{step}: {reason} "
+                                       f"(disk full?); {kept}") from e
         self._drop_scratch()
         return path
 
-    def restore_last(self) -> int:
-        """Restore the newest ``last`` checkpoint; returns the number of epochs it completed."""
+    def restore_last(self, say=None) -> int:
+        """Restore the newest loadable ``last`` checkpoint; returns the epochs it completed.
+
+        A truncated or corrupt checkpoint (e.g. a crash or a full disk during its write)
+        is skipped for the one before it, and ``say`` (default: stderr) is told which.
+        """
         where = (self.read_dir or self.directory) / "last"
-        path = tf.train.latest_checkpoint(str(where))
-        if path is None:
+        paths = checkpoint_paths(where)
+        if not paths:
             raise UserError(f"--resume: no checkpoint in {where}")
-        self.restore(path)
-        return int(self.epoch.numpy())
+        say = say or (lambda m: print(m, file=sys.stderr, flush=True))
+        problems = []
+        for path in paths:
+            try:
+                self.restore(path)
+            except UnreadableCheckpoint as e:
+                problems.append(str(e))
+                continue
+            if problems:
+                say(f"warning: {'; '.join(problems)}; resuming from the newest loadable one, {path} "
+                    f"(after epoch {int(self.epoch.numpy())})")
+            return int(self.epoch.numpy())
+        raise UserError(f"--resume: no loadable checkpoint in {where}: " + "; ".join(problems))
 
     def restore(self, path: str) -> None:
         try:
@@ -135,6 +202,9 @@ class Checkpoints:
         except (AssertionError, ValueError) as e:
             raise UserError(f"checkpoint {path} does not match the model/optimizer built from the "
                             f"config (was the config changed?): {str(e)[:300]}") from None
+        except _UNREADABLE as e:
+            raise UnreadableCheckpoint(f"checkpoint {path} is unreadable (truncated or corrupt?): "
+                                       f"{type(e).__name__}: {_message(e)}") from None
 
     def _drop_scratch(self) -> None:
         # Non-chief workers only save to take part in collective ops; keep nothing.

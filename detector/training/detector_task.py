@@ -94,9 +94,21 @@ class DetectorTrainer(Trainer):
         self.step_fn.metrics_fn = anchor_metrics.update   # set before the first trace
 
     def _train_epoch(self, epoch: int, callbacks):
+        from detector.data.augment import NO_READABLE_IMAGES
+        from detector.errors import UserError
+
         with self.strategy.scope():   # cross-replica context: reads sum the replicas
             self.anchor_metrics.reset()
-        logs, stop = super()._train_epoch(epoch, callbacks)
+        try:
+            logs, stop = super()._train_epoch(epoch, callbacks)
+        except tf.errors.OpError as e:   # raised in the input pipeline's numpy function
+            if NO_READABLE_IMAGES not in str(e):
+                raise
+            text = str(e)[str(e).index(NO_READABLE_IMAGES):].splitlines()[0]
+            raise UserError(f"training split: {text}") from None
+        stats = getattr(self, "pipeline_stats", None)
+        if stats is not None and stats.notable and self.chief:
+            print(f"train input after epoch {epoch + 1}: {stats.summary()}", file=sys.stderr, flush=True)
         with self.strategy.scope():
             logs.update(self.anchor_metrics.results())
         return logs, stop
@@ -139,12 +151,13 @@ def epoch_seed(seed: int | None, epoch: int) -> int | None:
     return None if seed is None else (seed * 1_000_003 + epoch) % (2 ** 31 - 1)
 
 
-def train_dataset_fn(cfg: Config) -> Callable[[int], tf.data.Dataset]:
+def train_dataset_fn(cfg: Config, stats=None) -> Callable[[int], tf.data.Dataset]:
+    """``epoch -> dataset``; ``stats`` (a PipelineStats) collects the skip/repair counts of all epochs."""
     from detector.data import make_dataset
 
     def fn(epoch: int) -> tf.data.Dataset:
         data = dataclasses.replace(cfg.data, seed=epoch_seed(cfg.data.seed, epoch))
-        return make_dataset(dataclasses.replace(cfg, data=data), "train", training=True)
+        return make_dataset(dataclasses.replace(cfg, data=data), "train", training=True, stats=stats)
 
     return fn
 
@@ -201,6 +214,7 @@ def train(cfg: Config, run_dir: str | Path | None = None, resume: bool = False,
           callbacks: Sequence[keras.callbacks.Callback] = (), progress: bool = True) -> TrainOutcome:
     """Train the detector described by ``cfg``; returns the run dir and the fit result."""
     from detector.data import dataset_info, make_dataset
+    from detector.data.pipeline import check_split_readable
     from detector.model import build_detector
 
     check_metric_names(cfg)
@@ -213,6 +227,8 @@ def train(cfg: Config, run_dir: str | Path | None = None, resume: bool = False,
     # without the dataset or the weights gets a UserError and no empty run directory.
     keras.utils.set_random_seed(cfg.train.seed)
     info = dataset_info(cfg)
+    for split in ("train", "val"):   # before building anything: seconds, not an epoch, to find out
+        check_split_readable(cfg, split)
     steps = steps_per_epoch(cfg, info.num_train)
     if chief:
         report_anchor_fit(cfg)
@@ -227,12 +243,15 @@ def train(cfg: Config, run_dir: str | Path | None = None, resume: bool = False,
                                    anchors_for_config(cfg), info.num_val, progress=progress and chief)
     plots = RunPlots(cfg, evaluator, path, chief=chief, progress=progress)   # issue 13: plots
     es = cfg.train.early_stopping
+    from detector.data import PipelineStats
+
+    pipeline_stats = PipelineStats()
     trainer = DetectorTrainer(
         anchor_metrics=anchor_metrics, strategy=strategy, model=model, optimizer=optimizer,
         loss_fn=lambda batch, outputs, count: model.detection_loss(batch["targets"], outputs, count),
         forward_fn=lambda m, batch, training: m(batch["images"], training=training),
         count_fn=lambda batch: _count_positives(batch["targets"]),
-        train_dataset_fn=train_dataset_fn(cfg), steps_per_epoch=steps, epochs=cfg.train.epochs,
+        train_dataset_fn=train_dataset_fn(cfg, pipeline_stats), steps_per_epoch=steps, epochs=cfg.train.epochs,
         global_batch_size=cfg.train.batch_size, eval_fn=plots, eval_every=cfg.eval.every_epochs,
         callbacks=[*build_callbacks(cfg, path, steps, multi_worker=isinstance(
             strategy, tf.distribute.MultiWorkerMirroredStrategy)), *callbacks], clip_norm=cfg.train.clip_norm,
@@ -241,6 +260,7 @@ def train(cfg: Config, run_dir: str | Path | None = None, resume: bool = False,
                         if es.enabled else None),
         time_limit_s=cfg.train.time_limit_minutes * 60 if cfg.train.time_limit_minutes else None,
         progress=progress, chief=chief)
+    trainer.pipeline_stats = pipeline_stats
     result = trainer.fit(resume=resume)
     plots.finish()
     return TrainOutcome(path, result, steps)

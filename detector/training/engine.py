@@ -25,6 +25,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from detector.atomic import write_with
 from detector.training.checkpoints import Checkpoints, MetricTracker
 from detector.training.progress import EpochStats, ProgressBar
 from detector.training.results import ResultsWriter, format_metrics
@@ -114,11 +115,15 @@ class Trainer:
     # ------------------------------------------------------------------ public
 
     def fit(self, resume: bool = False) -> FitResult:
-        start_epoch = self.checkpoints.restore_last() if resume else 0
+        start_epoch = self.checkpoints.restore_last(say=self._say) if resume else 0
         results = None
         if self.chief and self.run_dir is not None:
             results = ResultsWriter(self.run_dir / "results.csv",
                                     keep_through_epoch=start_epoch if resume else -1)
+            missing = sorted(set(range(1, start_epoch + 1)) - {int(r["epoch"]) for r in results.rows})
+            if missing:
+                self._say(f"warning: {self.run_dir / 'results.csv'} has no row for epoch(s) "
+                          f"{', '.join(map(str, missing))} (written by an older version or edited)")
         callbacks = keras.callbacks.CallbackList(self.user_callbacks, model=self.model,
                                                  epochs=self.epochs, steps=self.steps_per_epoch,
                                                  verbose=0)
@@ -251,11 +256,14 @@ class Trainer:
                                  f"{', '.join(sorted(logs))}")
             result = tracker.update(logs[tracker.monitor], epoch + 1)
             improved = improved or (tracker is self.best and result)
-        self.checkpoints.save_last(step)
-        if improved:
-            self.checkpoints.save_best(step)
+        # Order matters for crash consistency: the results row first, then best, then last.
+        # --resume restarts after the newest `last` checkpoint and drops results rows after
+        # it, so a crash anywhere here re-runs the epoch and leaves every epoch once.
         if results is not None:
             results.write({"epoch": epoch + 1, "step": step, **logs})
+        if improved:
+            self.checkpoints.save_best(step)
+        self.checkpoints.save_last(step)
         return self.stopper is not None and int(self.stopper.wait.numpy()) >= self.patience
 
     # ------------------------------------------------------------------ helpers
@@ -290,7 +298,7 @@ class Trainer:
     def _export(self) -> None:
         path = self.run_dir / "model.keras"
         try:
-            self.model.save(path)
+            write_with(path, self.model.save)   # atomic: a kill leaves the old file or none
         except Exception as e:  # the checkpoints are still there; don't lose the run over it
             self._say(f"warning: could not export {path}: {type(e).__name__}: {e}")
 

@@ -18,6 +18,7 @@ import time
 from collections.abc import Iterable
 from pathlib import Path
 
+from detector.atomic import atomic_write
 from detector.config import Config, save_config
 from detector.errors import UserError
 
@@ -38,10 +39,15 @@ def new_run_dir(cfg: Config, run_dir: str | Path | None = None) -> Path:
             path = Path(cfg.run_root).expanduser() / f"{cfg.name}-{stamp}-{suffix}"
     else:
         path = Path(run_dir).expanduser()
+        if path.exists() and not path.is_dir():
+            raise UserError(f"--run-dir {run_dir}: is a file, not a folder")
         if (path / "checkpoints").exists() and any((path / "checkpoints").iterdir()):
             raise UserError(f"--run-dir {path}: already holds checkpoints; pass --resume to "
                             "continue that run or choose another directory")
-    path.mkdir(parents=True, exist_ok=True)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise UserError(f"run directory {path}: cannot create it: {e.strerror or e}") from None
     save_config(cfg, path / "config.yaml")
     return path
 
@@ -85,8 +91,14 @@ class ResultsWriter:
         self.path = Path(path)
         self.rows: list[dict] = []
         if keep_through_epoch is not None and self.path.exists():
+            # One row per epoch (the last written wins); a torn or edited line is dropped.
+            by_epoch: dict[int, dict] = {}
             with self.path.open(newline="") as f:
-                self.rows = [r for r in csv.DictReader(f) if int(r["epoch"]) <= keep_through_epoch]
+                for r in csv.DictReader(f):
+                    epoch = str(r.get("epoch") or "")
+                    if epoch.isdigit() and 0 < int(epoch) <= keep_through_epoch:
+                        by_epoch[int(epoch)] = {k: v for k, v in r.items() if k is not None}
+            self.rows = [by_epoch[k] for k in sorted(by_epoch)]
 
     def columns(self) -> list[str]:
         keys: list[str] = []
@@ -101,13 +113,12 @@ class ResultsWriter:
     def write(self, row: dict) -> None:
         self.rows.append(dict(row))
         cols = self.columns()
-        tmp = self.path.with_suffix(".csv.tmp")
-        with tmp.open("w", newline="") as f:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_write(self.path, "w", newline="") as f:
             w = csv.writer(f)
             w.writerow(cols)
             for r in self.rows:
                 w.writerow([_fmt(r.get(c)) for c in cols])
-        tmp.replace(self.path)
 
 
 def read_results(path: str | Path) -> list[dict]:
