@@ -106,13 +106,13 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
     if not ckpt.exists() and not Path(f"{ckpt}.index").is_file():
         raise UserError(f"--checkpoint {args.checkpoint}: no such file, directory or checkpoint prefix")
 
-    from detector.commands.eval import load_model_for, resolve_checkpoint
+    from detector.inference.loading import checkpoint_candidates, load_checkpoint
 
-    kind, path, run_dir = resolve_checkpoint(args.checkpoint)
+    _, run_dir = checkpoint_candidates(args.checkpoint)
     if run_dir is None and ckpt.is_dir() and (ckpt / "config.yaml").is_file():
         run_dir = ckpt
     cfg = _load_config(args, run_dir)
-    model, cfg = load_model_for(cfg, kind, path)
+    model, cfg, path, _ = load_checkpoint(cfg, args.checkpoint)
     return export(model, cfg, output, precision=args.precision, postprocess=args.postprocess,
                   calibration_images=args.calibration_images, calibration_seed=args.calibration_seed,
                   max_ap_drop=args.max_ap_drop, selective=not args.no_selective, checkpoint=path,

@@ -24,7 +24,9 @@ numbers agree with model mode when the source holds exactly the split's images).
 
 The model: a run directory (its model.keras; its config.yaml supplies the eval / NMS
 settings), a ``.keras`` file (its own config; eval settings default unless ``--config``),
-or a checkpoint prefix (needs ``--config``).  Images of any size and orientation (EXIF
+a checkpoint prefix (needs ``--config``), or a ``.tflite`` file from ``detector export``
+(with the post-processing inside, its metadata sidecar is enough; raw-head files need
+``--config``).  Images of any size and orientation (EXIF
 applied).  The last line is the speed: pre-process / inference / post-process ms per image.
 """
 
@@ -42,7 +44,7 @@ from detector.errors import UserError
 
 def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog=prog, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--checkpoint", required=True, help="run dir, .keras file or checkpoint prefix")
+    p.add_argument("--checkpoint", required=True, help="run dir, .keras file, checkpoint prefix or .tflite file")
     p.add_argument("--source", required=True, help="an image file, a folder of images, or a glob pattern")
     p.add_argument("--out", type=Path, help="output folder (default runs/predict-<timestamp>)")
     p.add_argument("--score", type=float, default=0.3, help="draw detections with at least this score")
@@ -56,8 +58,8 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
 
 def load_predict_model(checkpoint: str, config: str | None, overrides: list[str]):
     """``(model, cfg)`` for ``--checkpoint`` (see the module docstring)."""
-    from detector.commands.eval import load_model_for, resolve_checkpoint
     from detector.config import load_config
+    from detector.inference.loading import load_checkpoint, resolve_checkpoint
 
     kind, path, run_dir = resolve_checkpoint(checkpoint)
     cfg = None
@@ -66,7 +68,8 @@ def load_predict_model(checkpoint: str, config: str | None, overrides: list[str]
     elif run_dir is not None and (run_dir / "config.yaml").is_file():
         cfg = load_config(run_dir / "config.yaml", overrides)
     if cfg is not None:
-        return load_model_for(cfg, kind, path)
+        model, cfg, _, _ = load_checkpoint(cfg, checkpoint)
+        return model, cfg
     if kind != "keras":
         raise UserError(f"--checkpoint {checkpoint}: a checkpoint needs --config (the model is built from it)")
     if overrides:
@@ -83,6 +86,35 @@ def load_predict_model(checkpoint: str, config: str | None, overrides: list[str]
     if not isinstance(model, Detector):
         raise UserError(f"{path}: holds a {type(model).__name__}, not a detector model")
     return model, model.config_tree
+
+
+def load_tflite_runner(path: str, config: str | None, overrides: list[str]):
+    """``(runner, default json score)`` for a ``.tflite`` from ``detector export``.
+
+    With the post-processing inside, the file and its metadata sidecar are enough; a
+    raw-head file is decoded with the Python decode + NMS and needs ``--config``."""
+    from detector.config import load_config
+    from detector.export.tflite_runner import TFLiteDetector, TFLiteRunner
+
+    p = Path(path).expanduser()
+    if not p.is_file():
+        raise UserError(f"--checkpoint {path}: no such file")
+    try:
+        detector = TFLiteDetector(p)
+    except (ValueError, RuntimeError) as e:
+        raise UserError(f"--checkpoint {path}: cannot load it as a TFLite model: {str(e)[:300]}") from None
+    cfg = load_config(config, overrides) if config else None
+    if cfg is None:
+        if overrides:
+            raise UserError("--set needs --config")
+        if detector.postprocess != "inside" or not detector.labels:
+            raise UserError(f"--checkpoint {path}: a raw-head model or one without a metadata sidecar needs "
+                            "--config (for the classes, anchors and NMS settings)")
+        nms = detector.metadata.get("nms", {})
+        return TFLiteRunner(detector, None), float(nms.get("score_threshold", 0.05))
+    from detector.targets.anchors import anchors_for_config
+
+    return TFLiteRunner(detector, cfg, anchors_for_config(cfg)), cfg.eval.score_threshold
 
 
 def _unique_name(path: Path, used: set[str]) -> str:
@@ -107,13 +139,16 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
     from detector.inference.predict import SpeedMeter, annotate, coco_entries, image_id_mapping, predict_files
     from detector.inference.runner import KerasRunner
 
-    model, cfg = load_predict_model(args.checkpoint, args.config, args.overrides)
-    names = tuple(model.class_names)
+    if args.checkpoint.endswith(".tflite"):
+        runner, default_score = load_tflite_runner(args.checkpoint, args.config, args.overrides)
+    else:
+        model, cfg = load_predict_model(args.checkpoint, args.config, args.overrides)
+        runner, default_score = KerasRunner(model, cfg.eval), cfg.eval.score_threshold
+    names = tuple(runner.class_names)
     mapping = image_id_mapping(args.image_ids, names)
     out = args.out or Path("runs") / f"predict-{time.strftime('%Y%m%d-%H%M%S')}"
     out.mkdir(parents=True, exist_ok=True)
-    runner = KerasRunner(model, cfg.eval)
-    json_score = cfg.eval.score_threshold if args.json_score is None else args.json_score
+    json_score = default_score if args.json_score is None else args.json_score
     print(f"predicting {len(paths)} images with {args.checkpoint} ({len(names)} classes, "
           f"{runner.image_size} px input) into {out}", file=sys.stderr, flush=True)
     speed = SpeedMeter()

@@ -163,16 +163,17 @@ class TFLiteRunner:
 
     Raw-head files (``postprocess == "none"``) are decoded with the project's Python
     decode + NMS (needs TensorFlow, ``cfg.eval`` settings and ``anchors`` float32 ``[N, 4]``);
-    files with the post-processing inside must have ``eval.max_detections`` slots.
+    files with the post-processing inside need no config (``cfg=None``: class names from
+    the metadata); given a config, they must have ``eval.max_detections`` slots.
     """
 
     max_batch = None
 
-    def __init__(self, detector: TFLiteDetector, cfg, anchors: np.ndarray | None = None):
+    def __init__(self, detector: TFLiteDetector, cfg=None, anchors: np.ndarray | None = None):
         self.detector = detector
         self.image_size = detector.image_size
         self.class_names = tuple(detector.labels or cfg.data.classes)
-        self.max_det = int(cfg.eval.max_detections)
+        self.max_det = int(cfg.eval.max_detections) if cfg is not None else None
         self.timings = {"inference": 0.0, "postprocess": 0.0}
         self._decode = None
         if detector.postprocess == "none":
@@ -198,7 +199,7 @@ class TFLiteRunner:
             raw = {k: np.stack([o[k] for o in outs]) for k in outs[0]}
             dets = {k: v.numpy() for k, v in self._decode(raw).items() if k in keys}
         else:
-            if outs and outs[0]["scores"].shape[0] != self.max_det:
+            if outs and self.max_det is not None and outs[0]["scores"].shape[0] != self.max_det:
                 raise ValueError(f"{self.detector.model_path}: {outs[0]['scores'].shape[0]} detection slots, but "
                                  f"eval.max_detections is {self.max_det}; export with the same config")
             dets = {k: np.stack([o[k] for o in outs]) for k in keys}

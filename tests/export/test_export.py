@@ -217,6 +217,41 @@ def test_eval_tflite_json(setup, int8_export):
     assert "AP" in stats and "depth_error" in stats and -1.0 <= stats["AP"] <= 1.0
 
 
+def test_eval_tflite_per_class_and_plots(setup, int8_export, tmp_path):
+    _, sets, _, _, _, _ = setup
+    code, out, err = run_in_process("eval", ["--config", "smoke.yaml", *sets, "--tflite", str(int8_export[0]),
+                                             "--json", "--per-class", "--plots", str(tmp_path / "plots")])
+    assert code == 0, err
+    stats = json.loads(out)
+    assert [r["name"] for r in stats["per_class"]] == list(load_config("smoke.yaml").data.classes)
+    for name in ("pr_curve.png", "confusion_matrix.png", "per_class.csv", "val_predictions.jpg"):
+        assert (tmp_path / "plots" / name).stat().st_size > 0, name
+
+
+def test_predict_with_a_tflite_file(setup, int8_export, tmp_path):
+    """``detector predict --checkpoint FILE.tflite`` needs only the file and its sidecar; its
+    COCO boxes are the runner's own detections mapped to original-image pixels."""
+    import cv2
+
+    from detector.export.tflite_runner import TFLiteDetector
+
+    tmp = setup[0]
+    images = sorted((tmp / "synthetic").rglob("val/*.jpg"))[:3]
+    assert images
+    code, _, err = run_in_process("predict", ["--checkpoint", str(int8_export[0]), "--source", str(images[0].parent),
+                                              "--out", str(tmp_path / "p"), "--save-json", "--json-score", "0.0"])
+    assert code == 0, err
+    assert (tmp_path / "p" / images[0].name).is_file()
+    results = json.loads((tmp_path / "p" / "predictions.json").read_text())
+    ids = json.loads((tmp_path / "p" / "image_ids.json").read_text())
+    first = [r for r in results if r["image_id"] == ids[str(images[0])]]
+    want = TFLiteDetector(int8_export[0]).detect_image(cv2.imread(str(images[0]))[:, :, ::-1].copy())
+    assert len(first) == len(want["scores"]) > 0
+    y1, x1, y2, x2 = want["boxes"][0]
+    np.testing.assert_allclose(first[0]["bbox"], [x1, y1, x2 - x1, y2 - y1], atol=1e-3)
+    assert first[0]["score"] == pytest.approx(float(want["scores"][0]), abs=1e-6)
+
+
 def test_user_errors_exit_2(setup, tmp_path):
     import tensorflow as tf
 
