@@ -9,12 +9,32 @@ untouched), and variables, config and checkpoints are those of Keras' layer.
 
 Difference from Keras: the fused kernel returns the Bessel-corrected batch
 variance, which is what updates ``moving_variance`` (as tf.keras 2 did).
+
+Synchronized BatchNorm (``model.sync_batchnorm``): layers created inside
+``with synchronized_batchnorm(True):`` get Keras' ``synchronized=True``; their
+training statistics are all-reduced over every replica (the global batch) and they
+run Keras' unfused code (moving variance: the biased batch variance, as Keras does).
 """
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
+
 import keras
 import tensorflow as tf
+
+_SYNC = contextvars.ContextVar("detector_sync_batchnorm", default=False)
+
+
+@contextlib.contextmanager
+def synchronized_batchnorm(enabled: bool = True):
+    """FusedBatchNorm layers created in this block default to ``synchronized=enabled``."""
+    token = _SYNC.set(bool(enabled))
+    try:
+        yield
+    finally:
+        _SYNC.reset(token)
 
 
 @keras.saving.register_keras_serializable(package="detector")
@@ -25,6 +45,7 @@ class FusedBatchNorm(keras.layers.BatchNormalization):
         # 0.9 rather than Keras' 0.99: a short from-scratch run changes its weights faster
         # than a 0.99 moving average (~100 steps) can follow, and the lagging statistics
         # made inference-mode scores collapse to the prior for the first epochs.
+        kwargs.setdefault("synchronized", _SYNC.get())
         super().__init__(momentum=momentum, **kwargs)
 
     def _can_fuse(self, inputs, mask) -> bool:
