@@ -8,7 +8,10 @@ branch changes: inference runs Keras' own code (so export and BN folding are
 untouched), and variables, config and checkpoints are those of Keras' layer.
 
 Difference from Keras: the fused kernel returns the Bessel-corrected batch
-variance, which is what updates ``moving_variance`` (as tf.keras 2 did).
+variance, which is what updates ``moving_variance`` (as tf.keras 2 did).  Under
+several replicas the batch statistics that update the moving averages are averaged
+over the replicas first (one small all-reduce per layer and step), so that every
+replica and worker keeps the same moving statistics.
 
 Synchronized BatchNorm (``model.sync_batchnorm``): layers created inside
 ``with synchronized_batchnorm(True):`` get Keras' ``synchronized=True``; their
@@ -58,6 +61,13 @@ class FusedBatchNorm(keras.layers.BatchNormalization):
             return super().call(inputs, training=training, mask=mask)
         y, mean, variance = tf.compat.v1.nn.fused_batch_norm(
             inputs, self.gamma, self.beta, epsilon=self.epsilon, data_format="NHWC", is_training=True)
+        ctx = tf.distribute.get_replica_context()
+        if ctx is not None and ctx.num_replicas_in_sync > 1:
+            # The moving statistics are one variable per replica (Keras creates them without an
+            # aggregation): update every copy with the mean over replicas, or the replicas' and
+            # workers' copies drift apart and evaluation would depend on the replica.
+            mean, variance = ctx.all_reduce(tf.distribute.ReduceOp.MEAN,
+                                            [tf.stop_gradient(mean), tf.stop_gradient(variance)])
         m = self.momentum
         self.moving_mean.assign(self.moving_mean * m + mean * (1.0 - m))
         self.moving_variance.assign(self.moving_variance * m + variance * (1.0 - m))

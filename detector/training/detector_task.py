@@ -266,6 +266,7 @@ def train(cfg: Config, run_dir: str | Path | None = None, resume: bool = False,
         callbacks=[*build_callbacks(cfg, path, steps, multi_worker=multi_worker), *callbacks],
         clip_norm=cfg.train.clip_norm, jit_compile=cfg.train.jit_compile,
         checkpoint_every_n_steps=cfg.train.checkpoint_every_n_steps,
+        steps_per_execution=cfg.train.steps_per_execution,
         run_dir=path, best_metric=cfg.train.best_metric, best_mode=cfg.train.best_mode,
         early_stopping=(EarlyStopping(es.metric, es.mode, es.patience, es.min_delta)
                         if es.enabled else None),

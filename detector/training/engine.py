@@ -91,6 +91,9 @@ class Trainer:
         mid-epoch, with the input position (None: at epoch ends only).  SIGTERM makes
         every worker save such a checkpoint after the next step and stop
         (``stop_reason == "preempted"``).
+      steps_per_execution: train steps per ``tf.function`` call (one host read of the
+        losses per call); callbacks, logging, checkpoints and stop decisions then act
+        every that many steps, and the logged step losses are the means over them.
       sharded_dataset_fn: ``(epoch, tf.distribute.InputContext) -> dataset`` of
         PER-REPLICA batches of this worker's shard; used instead of
         ``train_dataset_fn`` under MultiWorkerMirroredStrategy.
@@ -107,7 +110,7 @@ class Trainer:
                  early_stopping: EarlyStopping | None = None, time_limit_s: float | None = None,
                  progress: bool = True, chief: bool = True, keep_checkpoints: int = 3,
                  export_model: bool = True, jit_compile: bool = False,
-                 checkpoint_every_n_steps: int | None = None,
+                 checkpoint_every_n_steps: int | None = None, steps_per_execution: int = 1,
                  sharded_dataset_fn: Callable[[int, tf.distribute.InputContext], tf.data.Dataset] | None = None):
         self.strategy, self.model, self.optimizer = strategy, model, optimizer
         self.train_dataset_fn, self.steps_per_epoch, self.epochs = train_dataset_fn, steps_per_epoch, epochs
@@ -118,6 +121,7 @@ class Trainer:
         self.time_limit_s, self.progress, self.chief = time_limit_s, progress, chief
         self.export_model = export_model
         self.checkpoint_every_n_steps = checkpoint_every_n_steps
+        self.steps_per_execution = max(1, int(steps_per_execution))
         self.sharded_dataset_fn = sharded_dataset_fn
         self.multi_worker = isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
         self._preempted = False
@@ -262,47 +266,61 @@ class Trainer:
 
     def _steps(self, epoch: int, iterator, callbacks, bar, stats: EpochStats, skip: int = 0) -> str:
         consumers = [c for c in self.user_callbacks if hasattr(c, "receive_gradients")]
-        for batch_idx in range(skip, self.steps_per_epoch):
+        batch_idx = skip
+        while batch_idx < self.steps_per_epoch:
             step = self._global_step()
+            wanted = [c for c in consumers if c.wants_gradients(step)]
+            # steps_per_execution: n steps in one call (one host sync); a gradient request runs alone
+            n = 1 if wanted else min(self.steps_per_execution, self.steps_per_epoch - batch_idx)
             callbacks.on_train_batch_begin(batch_idx)
             t0 = time.perf_counter()
-            try:
-                batch = next(iterator)
-            except StopIteration:
-                self._say(f"warning: the training data ended after {batch_idx} of "
-                          f"{self.steps_per_epoch} steps in epoch {epoch + 1}")
-                return "completed"
-            t1 = time.perf_counter()
-            wanted = [c for c in consumers if c.wants_gradients(step)]
             # multi-worker: this worker's stop requests travel with the step (see module doc)
-            out = self.step_fn(batch, with_grads=bool(wanted),
-                               stop_flags=self._stop_requests() if self.multi_worker else None)
+            requests = self._stop_requests() if self.multi_worker else None
+            if n == 1:
+                try:
+                    batch = next(iterator)
+                except StopIteration:
+                    self._say(f"warning: the training data ended after {batch_idx} of "
+                              f"{self.steps_per_epoch} steps in epoch {epoch + 1}")
+                    return "completed"
+                t1 = time.perf_counter()
+                out = self.step_fn(batch, with_grads=bool(wanted), stop_flags=requests)
+            else:
+                t1 = t0   # the input wait happens inside the call
+                try:
+                    out = self.step_fn.run_steps(iterator, n, stop_flags=requests)
+                except tf.errors.OutOfRangeError:
+                    self._say(f"warning: the training data ended in epoch {epoch + 1}")
+                    return "completed"
             flags = out.pop("stop_flags")
             grads = out.pop("grads", None)
-            values = {k: float(v) for k, v in out.items()}  # also waits for the step to finish
+            values = {k: float(v) for k, v in out.items()}  # also waits for the step(s) to finish
             t2 = time.perf_counter()
             self._train_time += t2 - t0
-            if bool(wanted) in self._traced:  # the first call of each variant traces: not timed
+            variant = (bool(wanted), n)
+            if variant in self._traced:  # the first call of each variant traces: not timed
                 stats.wait_s += t1 - t0
                 stats.busy_s += t2 - t0
-                stats.timed += 1
-            self._traced.add(bool(wanted))
-            self._check_finite(values, step, epoch, batch_idx)
+                stats.timed += n
+            self._traced.add(variant)
+            self._check_finite(values, step + n - 1, epoch, batch_idx + n - 1)
             if wanted:
                 named = [(getattr(v, "path", v.name), np.asarray(g))
                          for v, g in zip(self.model.trainable_variables, grads)]
                 for c in wanted:
                     c.receive_gradients(step, named)
-            logs = self._loss_logs(values)
+            logs = self._loss_logs(values)   # with n > 1: the means over the n steps
             logs["lr"] = self._current_lr()
-            stats.add(logs)
-            callbacks.on_train_batch_end(batch_idx, dict(logs))
+            for _ in range(n):
+                stats.add(logs)
+            batch_idx += n
+            callbacks.on_train_batch_end(batch_idx - 1, dict(logs))
             if bar is not None:
                 bar.update(stats.done, stats.means(), stats.images_per_s(self.global_batch_size))
-            saved = self._maybe_save_position(batch_idx)
+            saved = self._maybe_save_position(batch_idx, step)
             reason = self._stop_reason(flags.numpy() if self.multi_worker else self._stop_requests())
             if reason == "preempted" and not saved:
-                self._save_position(batch_idx + 1)
+                self._save_position(batch_idx)
             if reason is not None:
                 return reason
         return "completed"
@@ -324,11 +342,12 @@ class Trainer:
             return "stop_training"
         return None
 
-    def _maybe_save_position(self, batch_idx: int) -> bool:
+    def _maybe_save_position(self, batches_done: int, step_before: int) -> bool:
+        """Save when the step count crossed a multiple of checkpoint_every_n_steps."""
         n = self.checkpoint_every_n_steps
-        if not n or self._global_step() % n or batch_idx + 1 >= self.steps_per_epoch:
+        if not n or self._global_step() // n == step_before // n or batches_done >= self.steps_per_epoch:
             return False   # the epoch end saves anyway
-        self._save_position(batch_idx + 1)
+        self._save_position(batches_done)
         return True
 
     def _save_position(self, batches_done: int) -> None:

@@ -77,6 +77,7 @@ class TrainStep:
                                   if self.jit_compile else self._forward_backward_fn)
         self._fns = {flag: tf.function(self._make(flag), reduce_retracing=True)
                      for flag in (False, True)}
+        self._multi: dict[int, Any] = {}
 
     def __call__(self, batch: Any, with_grads: bool = False, stop_flags=None) -> dict:
         """``stop_flags``: optional ``STOP_FLAGS`` floats, this process's requests (1 = stop), summed over
@@ -84,6 +85,25 @@ class TrainStep:
         all workers take a stop decision at the same step."""
         flags = tf.constant([0.0] * STOP_FLAGS if stop_flags is None else stop_flags, tf.float32)
         return self._fns[bool(with_grads)](batch, flags)
+
+    def run_steps(self, iterator, steps: int, stop_flags=None) -> dict:
+        """``steps`` train steps on ``next(iterator)`` batches in ONE ``tf.function`` call (no
+        host sync in between; unrolled).  Returns the means over the steps of the loss terms
+        and ``grad_norm``, and ``"stop_flags"`` summed over the steps."""
+        fn = self._multi.get(steps)
+        if fn is None:
+            single = self._make(False)
+
+            def multi(iterator, flags):
+                total = None
+                for _ in range(steps):
+                    out = single(next(iterator), flags)
+                    total = out if total is None else {k: total[k] + out[k] for k in out}
+                return {k: v if k == "stop_flags" else v / steps for k, v in total.items()}
+
+            fn = self._multi[steps] = tf.function(multi, reduce_retracing=True)
+        flags = tf.constant([0.0] * STOP_FLAGS if stop_flags is None else stop_flags, tf.float32)
+        return fn(iterator, flags)
 
     def _forward_backward_fn(self, batch: Any, count: tf.Tensor):
         n = self.strategy.num_replicas_in_sync
