@@ -28,6 +28,20 @@ import keras
 import tensorflow as tf
 
 _SYNC = contextvars.ContextVar("detector_sync_batchnorm", default=False)
+_PLAIN = contextvars.ContextVar("detector_plain_batchnorm", default=False)
+
+
+@contextlib.contextmanager
+def plain_batchnorm_ops(enabled: bool = True):
+    """Calls traced in this block compute the training statistics with plain ops rather than
+    the fused kernel (for XLA: its FusedBatchNormGrad disagrees with TF's kernel by about the
+    Bessel factor n/(n-1) on small batches).  Same results: the moving variance still gets the
+    Bessel-corrected batch variance."""
+    token = _PLAIN.set(bool(enabled))
+    try:
+        yield
+    finally:
+        _PLAIN.reset(token)
 
 
 @contextlib.contextmanager
@@ -59,8 +73,14 @@ class FusedBatchNorm(keras.layers.BatchNormalization):
     def call(self, inputs, training=None, mask=None):
         if not (training and self.trainable and self._can_fuse(inputs, mask)):
             return super().call(inputs, training=training, mask=mask)
-        y, mean, variance = tf.compat.v1.nn.fused_batch_norm(
-            inputs, self.gamma, self.beta, epsilon=self.epsilon, data_format="NHWC", is_training=True)
+        if _PLAIN.get():
+            mean, biased = tf.nn.moments(inputs, axes=[0, 1, 2])
+            y = tf.nn.batch_normalization(inputs, mean, biased, self.beta, self.gamma, self.epsilon)
+            n = tf.cast(tf.size(inputs) // tf.shape(inputs)[-1], inputs.dtype)
+            variance = biased * n / tf.maximum(n - 1.0, 1.0)
+        else:
+            y, mean, variance = tf.compat.v1.nn.fused_batch_norm(
+                inputs, self.gamma, self.beta, epsilon=self.epsilon, data_format="NHWC", is_training=True)
         ctx = tf.distribute.get_replica_context()
         if ctx is not None and ctx.num_replicas_in_sync > 1:
             # The moving statistics are one variable per replica (Keras creates them without an

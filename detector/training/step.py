@@ -106,9 +106,11 @@ class TrainStep:
         return fn(iterator, flags)
 
     def _forward_backward_fn(self, batch: Any, count: tf.Tensor):
+        from detector.model.norm import plain_batchnorm_ops
+
         n = self.strategy.num_replicas_in_sync
         variables = self.model.trainable_variables
-        with tf.GradientTape() as tape:
+        with tf.GradientTape() as tape, plain_batchnorm_ops(self.jit_compile):
             outputs = self.forward_fn(self.model, batch, True)
             losses = dict(self.loss_fn(batch, outputs, count))
             if "total" not in losses:
