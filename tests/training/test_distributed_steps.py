@@ -191,3 +191,12 @@ def test_bn_moving_statistics_stay_identical_on_every_replica(two_replica_strate
     copies = [t.numpy() for t in s.experimental_local_results(bn.moving_mean.value)]
     np.testing.assert_allclose(copies[0], [0.05, 0.05], rtol=1e-6)   # 0.9 * 0 + 0.1 * mean(0, 1)
     np.testing.assert_array_equal(copies[0], copies[1])
+
+
+def test_multi_worker_refuses_a_null_seed_where_shards_would_overlap(tmp_path):
+    from detector.config import ConfigError
+    from detector.training.detector_task import check_multi_worker
+
+    check_multi_worker(_cfg(tmp_path, "data.seed=null"))   # file sources: sharded file list, fine
+    with pytest.raises(ConfigError, match="data.seed"):
+        check_multi_worker(_cfg(tmp_path, "data.seed=null", "data.repeat_factor_threshold=0.1"))
