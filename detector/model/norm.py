@@ -99,9 +99,10 @@ class FusedBatchNorm(keras.layers.BatchNormalization):
     def _synchronized_statistics(self, inputs, ctx):
         """Global-batch statistics, two-pass: all-reduce the sums -> mean, then the squared
         deviations -> variance.  Keras' own synchronized path all-reduces sum(x) and
-        sum(x^2) and takes E[x^2] - E[x]^2, which cancels catastrophically for channels whose
-        mean is large next to their spread (measured: the stem kernel's update of the smoke
-        detector differed by 22% between 2 replicas and 1 device)."""
+        sum(x^2) and takes E[x^2] - E[x]^2, which loses precision in float32 for channels
+        whose mean is large next to their spread; two passes cost one more (sequential)
+        all-reduce.  The moving variance gets the Bessel-corrected global variance, like the
+        fused path."""
         sum_op = tf.distribute.ReduceOp.SUM
         reduce = (lambda t: ctx.all_reduce(sum_op, t)) if ctx is not None else (lambda t: t)
         axes = [0, 1, 2]
