@@ -128,6 +128,7 @@ class ModelConfig:
     activation: Literal["relu", "swish"] = "relu"  # activation in backbone, FPN and heads
     depth_head: Literal["box_tower", "own_tower"] = "box_tower"   # depth predictor's tower
     depth_prior: float = 10.0                  # metres; depth predictor bias = log(depth_prior)
+    sync_batchnorm: bool = False  # BatchNorm statistics over the global batch (all replicas) instead of per replica
 
 
 @dataclass(frozen=True)
@@ -178,6 +179,9 @@ class TrainConfig:
     early_stopping: EarlyStoppingConfig = field(default_factory=EarlyStoppingConfig)
     time_limit_minutes: float | None = None     # stop after this much training time
     fit_schedule_to_time_limit: bool = True  # re-plan the cosine schedule at epoch ends to anneal within the limit
+    jit_compile: bool = False  # compile the train step and the eval forward + decode with XLA (TPU: always)
+    steps_per_execution: int = 1  # train steps per tf.function call (no host sync in between)
+    checkpoint_every_n_steps: int | None = None  # also save checkpoints/last mid-epoch every N steps; null = epoch ends
 
 
 @dataclass(frozen=True)
@@ -416,6 +420,9 @@ def _check(cfg: Config) -> None:
     need(t.early_stopping.patience > 0, "train.early_stopping.patience", "must be positive")
     need(t.time_limit_minutes is None or t.time_limit_minutes > 0, "train.time_limit_minutes",
          "must be positive or null")
+    need(t.steps_per_execution > 0, "train.steps_per_execution", "must be positive")
+    need(t.checkpoint_every_n_steps is None or t.checkpoint_every_n_steps > 0,
+         "train.checkpoint_every_n_steps", "must be positive or null")
     need(e.every_epochs > 0, "eval.every_epochs", "must be positive")
     need(e.batch_size > 0, "eval.batch_size", "must be positive")
     need(0 <= e.score_threshold < 1, "eval.score_threshold", "must be in [0, 1)")

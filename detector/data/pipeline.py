@@ -12,7 +12,13 @@ data.image_size, ``N`` anchors, ``M`` = data.max_boxes), all shapes static::
             "image_id": int64 [B], "scale": float32 [B], "original_size": int32 [B,2],
             "valid": bool [B]}}
 
-Training: shuffled, repeated forever, augmented, ``valid`` all True.  Evaluation
+Training: shuffled, repeated forever, augmented, ``valid`` all True.  With
+``with_gt=False`` (what the trainer uses) a batch is only ``{"images", "targets"}``:
+no float64/int64/bool tensors go to the accelerator (TPU-supported dtypes only).
+With an ``input_context`` of several input pipelines (one per worker), the FILE LIST
+is sharded before anything is read or decoded: pipeline ``i`` of ``n`` takes images
+``i, i+n, i+2n, ...`` of the fixed source order, and batches are per-replica
+(``input_context.get_per_replica_batch_size``).  Evaluation
 (``training=False``): finite, file order, every readable image exactly once, the last
 batch completed with ``valid=False`` padding images (targets all ignore, no boxes);
 ``gt.boxes_xywh``/``gt.area`` are the annotation values untouched, in file order.
@@ -75,7 +81,7 @@ def _tf_step(data_cfg, training: bool):
     return step
 
 
-def _targets_step(cfg):
+def _targets_step(cfg, with_gt: bool = True):
     anchors = tf.constant(anchors_for_config(cfg), tf.float32)
     n_anchors = int(anchors.shape[0])
 
@@ -87,6 +93,8 @@ def _targets_step(cfg):
         t["box"].set_shape([n_anchors, 4])
         t["depth"].set_shape([n_anchors])
         t["depth_mask"].set_shape([n_anchors])
+        if not with_gt:
+            return {"images": e["image"], "targets": t}
         gt = {k: e[k] for k in _GT_KEYS}
         gt["image_id"] = e["image_id"]
         gt["valid"] = tf.constant(True)
@@ -149,18 +157,26 @@ def check_split_readable(cfg: Config, split: str) -> None:
 
 
 def make_dataset(cfg: Config, split: str, training: bool, stats: PipelineStats | None = None,
-                 batch_size: int | None = None) -> tf.data.Dataset:
+                 batch_size: int | None = None, with_gt: bool = True,
+                 input_context: tf.distribute.InputContext | None = None) -> tf.data.Dataset:
     """Batched dataset of ``split`` ("train" or "val"); see the module docstring.
 
     ``stats`` (optional) receives the skip/drop counters; ``batch_size`` overrides the
-    config's (e.g. a per-replica size).
+    config's (e.g. a per-replica size).  ``with_gt=False`` (training only) leaves out
+    ``gt``; ``input_context``: shard the source and batch per replica (multi-worker).
     """
+    if not with_gt and not training:
+        raise ValueError("with_gt=False is for training batches; evaluation needs the ground truth")
     d = cfg.data
     stats = stats if stats is not None else PipelineStats()
     batch = batch_size or (cfg.train.batch_size if training else cfg.eval.batch_size)
     parallel = tf.data.AUTOTUNE if d.num_parallel_calls == -1 else d.num_parallel_calls
     deterministic = d.seed is not None
-    ds, num_images = source_dataset(cfg, split, training)
+    shard = None
+    if input_context is not None:
+        shard = (input_context.num_input_pipelines, input_context.input_pipeline_id)
+        batch = input_context.get_per_replica_batch_size(batch)
+    ds, num_images = source_dataset(cfg, split, training, shard=shard)
     python_free = d.augment.backend in ("tf", "none")
     if training and python_free:
         _check_one_image_decodes(ds, split, num_images)
@@ -180,7 +196,7 @@ def make_dataset(cfg: Config, split: str, training: bool, stats: PipelineStats |
         ds = ds.ignore_errors(log_warning=True)
     else:
         ds = ds.filter(lambda e: e["ok"])
-    ds = ds.map(_targets_step(cfg), num_parallel_calls=parallel, deterministic=deterministic)
+    ds = ds.map(_targets_step(cfg, with_gt), num_parallel_calls=parallel, deterministic=deterministic)
     if not training:
         # B-1 padding elements then drop_remainder: every image once, no all-padding batch.
         ds = ds.concatenate(_padding(ds.element_spec).repeat(batch - 1))

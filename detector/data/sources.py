@@ -224,16 +224,26 @@ def records_dataset(records: list[ImageRecord]) -> tf.data.Dataset:
     return ds.map(read, num_parallel_calls=tf.data.AUTOTUNE)
 
 
-def source_dataset(cfg: Config, split: str, training: bool) -> tuple[tf.data.Dataset, int | None]:
-    """``(dataset of canonical elements, number of images or None)`` in a fixed order."""
+def source_dataset(cfg: Config, split: str, training: bool,
+                   shard: tuple[int, int] | None = None) -> tuple[tf.data.Dataset, int | None]:
+    """``(dataset of canonical elements, number of images or None)`` in a fixed order.
+
+    ``shard=(count, index)``: only images ``index, index+count, ...`` of that order (one
+    worker's share); file sources slice the file list, so the others are never read.
+    """
     if cfg.data.source == "tfds":
         from detector.data.tfds_source import tfds_dataset
 
-        return tfds_dataset(cfg, _split_name(cfg, split), training)
+        ds, size = tfds_dataset(cfg, _split_name(cfg, split), training)
+        if shard is not None and shard[0] > 1:   # image bytes are not decoded yet
+            ds = ds.shard(*shard)
+        return ds, size
     records, _ = load_records(cfg, split)
     if not records:
         raise UserError(f"data.source {cfg.data.source}: the {split} split has no readable images")
     if training and cfg.data.repeat_factor_threshold > 0:
         records = repeat_records(records, len(cfg.data.classes), cfg.data.repeat_factor_threshold,
                                  cfg.data.seed)
+    if shard is not None and shard[0] > 1:
+        records = records[shard[1]::shard[0]]
     return records_dataset(records), len(records)

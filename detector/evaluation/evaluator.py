@@ -8,6 +8,10 @@ post-processing run under ``strategy.run``, and the detections are gathered back
 (``strategy.gather``, which also collects across workers under
 MultiWorkerMirroredStrategy, so every worker computes the same full metric).  The
 ground truth never leaves the host (float64 / bool tensors do not go to a TPU).
+Every val image is evaluated exactly once under any replica count: the dataset is
+finite and its last batch is completed with ``valid=False`` padding images, which the
+metric skips.  ``jit_compile=True`` compiles each replica's forward pass and decode
+(top-k, box decoding, padded NMS) with XLA.
 
 Reported names (the engine prefixes ``val_``): the 12 COCO stats ``AP AP50 AP75
 APs APm APl AR1 AR10 AR100 ARs ARm ARl`` (-1 where COCO gives -1, e.g. no small
@@ -71,13 +75,16 @@ class DetectionEvaluator:
         with global batch ``eval.batch_size``, a multiple of the replica count.
       anchors: float32 ``[N, 4]`` yxyx anchors of the model outputs.
       num_val: number of val images (sizes the metric's detection store).
+      jit_compile: compile the forward pass + decode with XLA.
     """
 
     def __init__(self, cfg: Config, strategy: tf.distribute.Strategy, val_dataset: tf.data.Dataset,
-                 anchors: np.ndarray, num_val: int | None = None, progress: bool = True):
+                 anchors: np.ndarray, num_val: int | None = None, progress: bool = True,
+                 jit_compile: bool = False):
         self.cfg, self.strategy, self.dataset = cfg, strategy, val_dataset
         self.anchors = tf.constant(anchors, tf.float32)
         self.progress = progress
+        self.jit_compile = bool(jit_compile)
         # one record per detection slot of every val image (+ one padded batch)
         slots = ((num_val or 0) + cfg.eval.batch_size) * cfg.eval.max_detections
         self.capacity = max(2 ** 18, slots)
@@ -90,12 +97,16 @@ class DetectionEvaluator:
         """The :class:`MeanAveragePrecision` of the last evaluation (None before the first)."""
         return self._metric
 
-    def _replica(self, model, images, targets):
-        from detector.losses import count_positives
+    def _forward_decode(self, model, images):
         from detector.model import decode_detections
 
         outputs = model(images, training=False)
-        dets = decode_detections(outputs, self.anchors, self.cfg.eval, self.cfg.model.box_scale_factors)
+        return outputs, decode_detections(outputs, self.anchors, self.cfg.eval, self.cfg.model.box_scale_factors)
+
+    def _replica(self, model, images, targets, forward_decode):
+        from detector.losses import count_positives
+
+        outputs, dets = forward_decode(images)
         ctx = tf.distribute.get_replica_context()
         positives = ctx.all_reduce(SUM, count_positives(targets))
         loss = model.detection_loss(targets, outputs, positives)["total"]
@@ -107,8 +118,14 @@ class DetectionEvaluator:
                 loss, depth_sum, tf.reduce_sum(mask))
 
     def _make_step(self, model):
+        def forward_decode(images):
+            return self._forward_decode(model, images)
+
+        if self.jit_compile:
+            forward_decode = tf.function(forward_decode, jit_compile=True)
+
         def replica(images, targets):
-            return self._replica(model, images, targets)
+            return self._replica(model, images, targets, forward_decode)
 
         def step(images, targets):
             dets, loss, depth_sum, depth_n = self.strategy.run(replica, args=(images, targets))

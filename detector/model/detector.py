@@ -32,6 +32,7 @@ from detector.losses import DetectionLoss, TaskUncertainty, all_reduce_sum, coun
 from detector.model.backbones import build_backbone
 from detector.model.fpn import FeaturePyramid
 from detector.model.heads import AnchorPredictor, HeadTower
+from detector.model.norm import synchronized_batchnorm
 from detector.targets import anchors as anchor_lib
 
 _TERMS = ("cls", "box", "depth")
@@ -72,19 +73,20 @@ class Detector(keras.Model):
         tower = dict(num_levels=num_levels, num_convs=m.head_convs, channels=m.head_channels,
                      separable=m.separable, activation=m.activation)
 
-        self.backbone, backbone_levels = build_backbone(m.backbone, self.image_size, m.min_level, m.max_level,
-                                                        m.activation)
-        self.fpn = FeaturePyramid(m.min_level, m.max_level, backbone_levels, m.fpn_channels, m.separable,
-                                  m.activation, name="fpn")
-        self.cls_tower = HeadTower(name="cls_tower", **tower)
-        self.box_tower = HeadTower(name="box_tower", **tower)
-        self.depth_tower = HeadTower(name="depth_tower", **tower) if m.depth_head == "own_tower" else None
-        p = m.prior_probability
-        self.cls_predictor = AnchorPredictor(num_anchors, len(self.class_names), m.separable,
-                                             bias_init=-math.log((1.0 - p) / p), name="cls_predictor")
-        self.box_predictor = AnchorPredictor(num_anchors, 4, m.separable, name="box_predictor")
-        self.depth_predictor = AnchorPredictor(num_anchors, 1, m.separable, bias_init=math.log(m.depth_prior),
-                                               name="depth_predictor")
+        with synchronized_batchnorm(m.sync_batchnorm):   # BN statistics over all replicas
+            self.backbone, backbone_levels = build_backbone(m.backbone, self.image_size, m.min_level, m.max_level,
+                                                            m.activation)
+            self.fpn = FeaturePyramid(m.min_level, m.max_level, backbone_levels, m.fpn_channels, m.separable,
+                                      m.activation, name="fpn")
+            self.cls_tower = HeadTower(name="cls_tower", **tower)
+            self.box_tower = HeadTower(name="box_tower", **tower)
+            self.depth_tower = HeadTower(name="depth_tower", **tower) if m.depth_head == "own_tower" else None
+            p = m.prior_probability
+            self.cls_predictor = AnchorPredictor(num_anchors, len(self.class_names), m.separable,
+                                                 bias_init=-math.log((1.0 - p) / p), name="cls_predictor")
+            self.box_predictor = AnchorPredictor(num_anchors, 4, m.separable, name="box_predictor")
+            self.depth_predictor = AnchorPredictor(num_anchors, 1, m.separable, bias_init=math.log(m.depth_prior),
+                                                   name="depth_predictor")
 
         self.task_uncertainty = None
         if self.config_tree.loss.weighting == "uncertainty":

@@ -3,9 +3,15 @@
 ``train(cfg, run_dir=None, resume=False)`` builds everything from ``cfg`` and runs
 the generic :class:`~detector.training.engine.Trainer`; see ``tools/train.py``.
 
-Batch structure (detector.data): ``{"images" [B,S,S,3], "targets" {...}, "gt" {...}}``;
+Training batch structure (detector.data, ``with_gt=False``): ``{"images" [B,S,S,3],
+"targets" {...}}`` (float32/int32 only; the evaluation ground truth stays on the host);
 the model sees ``images``, :class:`~detector.losses.DetectionLoss` (the model's
 ``detection_loss``) sees ``targets`` and the GLOBAL positive-anchor count.
+
+Input under distribution: one device or MirroredStrategy: one pipeline of GLOBAL
+batches (``train.batch_size``), split over the replicas.  MultiWorkerMirroredStrategy:
+each worker builds its own pipeline over its shard of the file list (sharded before
+reading), batched per replica (``train.batch_size / replicas``).
 
 Besides the losses, every train step updates two anchor-level metrics of the
 classification head (:class:`AnchorMetrics`), logged per epoch as
@@ -93,14 +99,14 @@ class DetectorTrainer(Trainer):
         self.anchor_metrics = anchor_metrics
         self.step_fn.metrics_fn = anchor_metrics.update   # set before the first trace
 
-    def _train_epoch(self, epoch: int, callbacks):
+    def _train_epoch(self, epoch: int, callbacks, skip: int = 0):
         from detector.data.augment import NO_READABLE_IMAGES
         from detector.errors import UserError
 
         with self.strategy.scope():   # cross-replica context: reads sum the replicas
             self.anchor_metrics.reset()
         try:
-            logs, stop = super()._train_epoch(epoch, callbacks)
+            logs, stop = super()._train_epoch(epoch, callbacks, skip)
         except tf.errors.OpError as e:   # raised in the input pipeline's numpy function
             if NO_READABLE_IMAGES not in str(e):
                 raise
@@ -152,14 +158,38 @@ def epoch_seed(seed: int | None, epoch: int) -> int | None:
 
 
 def train_dataset_fn(cfg: Config, stats=None) -> Callable[[int], tf.data.Dataset]:
-    """``epoch -> dataset``; ``stats`` (a PipelineStats) collects the skip/repair counts of all epochs."""
+    """``epoch -> dataset`` of global training batches ``{"images", "targets"}``; ``stats`` (a
+    PipelineStats) collects the skip/repair counts of all epochs."""
     from detector.data import make_dataset
 
     def fn(epoch: int) -> tf.data.Dataset:
         data = dataclasses.replace(cfg.data, seed=epoch_seed(cfg.data.seed, epoch))
-        return make_dataset(dataclasses.replace(cfg, data=data), "train", training=True, stats=stats)
+        return make_dataset(dataclasses.replace(cfg, data=data), "train", training=True, stats=stats,
+                            with_gt=False)
 
     return fn
+
+
+def sharded_train_dataset_fn(cfg: Config) -> Callable[[int, tf.distribute.InputContext], tf.data.Dataset]:
+    """``(epoch, input_context) -> dataset`` of this worker's shard, per-replica batches."""
+    from detector.data import make_dataset
+
+    def fn(epoch: int, ctx: tf.distribute.InputContext) -> tf.data.Dataset:
+        data = dataclasses.replace(cfg.data, seed=epoch_seed(cfg.data.seed, epoch))
+        return make_dataset(dataclasses.replace(cfg, data=data), "train", training=True, with_gt=False,
+                            input_context=ctx)
+
+    return fn
+
+
+def check_multi_worker(cfg: Config) -> None:
+    """Refuse what would make the workers' shards overlap or miss images."""
+    d = cfg.data
+    if d.seed is None and (d.source == "tfds" or d.repeat_factor_threshold > 0):
+        what = "tfds shuffles its files" if d.source == "tfds" else "repeat factors draw the repeats"
+        raise ConfigError(f"data.seed: null with distribute.strategy=multi_worker: {what} with a "
+                          "different random order on every worker, so the workers' shards would overlap "
+                          "and miss images; set data.seed to an integer")
 
 
 def steps_per_epoch(cfg: Config, num_train: int | None) -> int:
@@ -222,6 +252,9 @@ def train(cfg: Config, run_dir: str | Path | None = None, resume: bool = False,
         configure_devices(cfg.distribute)
         strategy = build_strategy(cfg.distribute)
     _check_batch_sizes(cfg, strategy.num_replicas_in_sync)
+    multi_worker = isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
+    if multi_worker:
+        check_multi_worker(cfg)
     chief = is_chief(strategy)
     # Data and pretrained weights are checked BEFORE the run directory exists: a machine
     # without the dataset or the weights gets a UserError and no empty run directory.
@@ -240,8 +273,9 @@ def train(cfg: Config, run_dir: str | Path | None = None, resume: bool = False,
     if chief and progress:
         print(f"run directory: {path}", file=sys.stderr, flush=True)
     evaluator = DetectionEvaluator(cfg, strategy, make_dataset(cfg, "val", training=False),
-                                   anchors_for_config(cfg), info.num_val, progress=progress and chief)
-    plots = RunPlots(cfg, evaluator, path, chief=chief, progress=progress)   # issue 13: plots
+                                   anchors_for_config(cfg), info.num_val, progress=progress and chief,
+                                   jit_compile=cfg.train.jit_compile)
+    plots = RunPlots(cfg, evaluator, path, chief=chief, progress=progress)   # plots at each evaluation
     es = cfg.train.early_stopping
     from detector.data import PipelineStats
 
@@ -251,10 +285,13 @@ def train(cfg: Config, run_dir: str | Path | None = None, resume: bool = False,
         loss_fn=lambda batch, outputs, count: model.detection_loss(batch["targets"], outputs, count),
         forward_fn=lambda m, batch, training: m(batch["images"], training=training),
         count_fn=lambda batch: _count_positives(batch["targets"]),
-        train_dataset_fn=train_dataset_fn(cfg, pipeline_stats), steps_per_epoch=steps, epochs=cfg.train.epochs,
+        train_dataset_fn=train_dataset_fn(cfg, pipeline_stats), sharded_dataset_fn=sharded_train_dataset_fn(cfg),
+        steps_per_epoch=steps, epochs=cfg.train.epochs,
         global_batch_size=cfg.train.batch_size, eval_fn=plots, eval_every=cfg.eval.every_epochs,
-        callbacks=[*build_callbacks(cfg, path, steps, multi_worker=isinstance(
-            strategy, tf.distribute.MultiWorkerMirroredStrategy)), *callbacks], clip_norm=cfg.train.clip_norm,
+        callbacks=[*build_callbacks(cfg, path, steps, multi_worker=multi_worker), *callbacks],
+        clip_norm=cfg.train.clip_norm, jit_compile=cfg.train.jit_compile,
+        checkpoint_every_n_steps=cfg.train.checkpoint_every_n_steps,
+        steps_per_execution=cfg.train.steps_per_execution,
         run_dir=path, best_metric=cfg.train.best_metric, best_mode=cfg.train.best_mode,
         early_stopping=(EarlyStopping(es.metric, es.mode, es.patience, es.min_delta)
                         if es.enabled else None),

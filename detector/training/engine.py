@@ -10,12 +10,28 @@ Reproducibility: ``train_dataset_fn(epoch)`` is called once per epoch (0-based)
 and must give that epoch's batches in an order that depends only on the epoch
 (e.g. shuffle seeded by (seed, epoch)), so that an interrupted and resumed run
 sees the same data as an uninterrupted one and ends with the same weights.
+
+Mid-epoch checkpoints (``checkpoint_every_n_steps``, and on SIGTERM) also store the
+input position (batches done in the current epoch); ``fit(resume=True)`` rebuilds
+that epoch's dataset and skips those batches, so it continues at the exact step.
+
+Under MultiWorkerMirroredStrategy every worker must take the same decisions at the
+same step, or a collective hangs.  The time limit, ``model.stop_training`` (set by a
+callback) and SIGTERM are local events: each worker passes its requests into the
+next train step, where they are all-reduced with the positive count, and every
+worker stops after that step when any worker asked.  The NaN stop and early stopping
+read values that are already global (the loss is reduced over all workers; the
+evaluator gathers all detections), so every worker decides the same.
+With ``sharded_dataset_fn`` each worker builds its own input pipeline (its shard of
+the data, per-replica batches) through ``distribute_datasets_from_function``.
 """
 
 from __future__ import annotations
 
 import math
+import signal
 import sys
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -29,7 +45,7 @@ from detector.atomic import write_with
 from detector.training.checkpoints import Checkpoints, MetricTracker
 from detector.training.progress import EpochStats, ProgressBar
 from detector.training.results import ResultsWriter, format_metrics
-from detector.training.step import TrainStep, batch_size_count, default_forward
+from detector.training.step import STOP_FLAGS, TrainStep, batch_size_count, default_forward
 
 
 class NonFiniteLossError(RuntimeError):
@@ -48,7 +64,7 @@ class EarlyStopping:
 class FitResult:
     epochs_done: int
     step: int
-    stop_reason: str                       # completed | early_stopping | time_limit | stop_training
+    stop_reason: str   # completed | early_stopping | time_limit | stop_training | preempted
     logs: dict = field(default_factory=dict)   # last epoch's logs (incl. val_* if evaluated)
     best_value: float | None = None
     best_epoch: int | None = None
@@ -71,6 +87,17 @@ class Trainer:
       run_dir: where results.csv, checkpoints/ and model.keras go (None: nowhere
         except a scratch checkpoint directory).  Only the chief writes.
       time_limit_s: stop after this much training time (train steps only).
+      jit_compile: compile each replica's forward + loss + backward with XLA.
+      checkpoint_every_n_steps: also save ``checkpoints/last`` every N global steps
+        mid-epoch, with the input position (None: at epoch ends only).  SIGTERM makes
+        every worker save such a checkpoint after the next step and stop
+        (``stop_reason == "preempted"``).
+      steps_per_execution: train steps per ``tf.function`` call (one host read of the
+        losses per call); callbacks, logging, checkpoints and stop decisions then act
+        every that many steps, and the logged step losses are the means over them.
+      sharded_dataset_fn: ``(epoch, tf.distribute.InputContext) -> dataset`` of
+        PER-REPLICA batches of this worker's shard; used instead of
+        ``train_dataset_fn`` under MultiWorkerMirroredStrategy.
     """
 
     def __init__(self, *, strategy: tf.distribute.Strategy, model: keras.Model,
@@ -83,7 +110,9 @@ class Trainer:
                  best_metric: str | None = None, best_mode: str = "max",
                  early_stopping: EarlyStopping | None = None, time_limit_s: float | None = None,
                  progress: bool = True, chief: bool = True, keep_checkpoints: int = 3,
-                 export_model: bool = True):
+                 export_model: bool = True, jit_compile: bool = False,
+                 checkpoint_every_n_steps: int | None = None, steps_per_execution: int = 1,
+                 sharded_dataset_fn: Callable[[int, tf.distribute.InputContext], tf.data.Dataset] | None = None):
         self.strategy, self.model, self.optimizer = strategy, model, optimizer
         self.train_dataset_fn, self.steps_per_epoch, self.epochs = train_dataset_fn, steps_per_epoch, epochs
         self.global_batch_size = global_batch_size
@@ -92,12 +121,18 @@ class Trainer:
         self.run_dir = Path(run_dir) if run_dir is not None else None
         self.time_limit_s, self.progress, self.chief = time_limit_s, progress, chief
         self.export_model = export_model
+        self.checkpoint_every_n_steps = checkpoint_every_n_steps
+        self.steps_per_execution = max(1, int(steps_per_execution))
+        self.sharded_dataset_fn = sharded_dataset_fn
+        self.multi_worker = isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
+        self._preempted = False
         with strategy.scope():
             if not optimizer.built:
                 optimizer.build(model.trainable_variables)
             if getattr(model, "optimizer", None) is not optimizer:
                 model.compile(optimizer=optimizer)  # callbacks reach the optimizer via model.optimizer
-        self.step_fn = TrainStep(strategy, model, optimizer, loss_fn, forward_fn, count_fn, clip_norm)
+        self.step_fn = TrainStep(strategy, model, optimizer, loss_fn, forward_fn, count_fn, clip_norm,
+                                 jit_compile=jit_compile)
         self.best = MetricTracker(best_metric, best_mode, name="best") if best_metric else None
         self.stopper = (MetricTracker(early_stopping.monitor, early_stopping.mode,
                                       early_stopping.min_delta, name="early_stopping")
@@ -107,6 +142,9 @@ class Trainer:
         # Callbacks with state that --resume must restore (e.g. a time-budgeted schedule).
         trackers.update({f"callback_{i}": c.checkpoint_state for i, c in enumerate(self.user_callbacks)
                          if getattr(c, "checkpoint_state", None) is not None})
+        # batches done in the current epoch (0 at epoch ends): where a resumed run continues
+        self.position = tf.Variable(0, dtype=tf.int64, trainable=False, name="input_position")
+        trackers["input_position"] = self.position
         ckpt_dir = self.run_dir / "checkpoints" if self.run_dir is not None else None
         self.checkpoints = Checkpoints(ckpt_dir, model, optimizer, trackers, chief, keep_checkpoints)
         self._traced: set[bool] = set()
@@ -115,7 +153,25 @@ class Trainer:
     # ------------------------------------------------------------------ public
 
     def fit(self, resume: bool = False) -> FitResult:
+        previous = None
+        if threading.current_thread() is threading.main_thread():
+            previous = signal.signal(signal.SIGTERM, self._on_sigterm)
+        try:
+            return self._fit(resume)
+        finally:
+            if previous is not None:
+                signal.signal(signal.SIGTERM, previous)
+
+    def _on_sigterm(self, signum, frame) -> None:
+        self._preempted = True
+        print("SIGTERM: saving a checkpoint after the current step, then stopping "
+              "(continue with --resume)", file=sys.stderr, flush=True)
+
+    def _fit(self, resume: bool) -> FitResult:
         start_epoch = self.checkpoints.restore_last(say=self._say) if resume else 0
+        skip = int(self.position.numpy()) if resume else 0
+        if skip:
+            self._say(f"resuming epoch {start_epoch + 1} after batch {skip}")
         results = None
         if self.chief and self.run_dir is not None:
             results = ResultsWriter(self.run_dir / "results.csv",
@@ -136,7 +192,7 @@ class Trainer:
             self._say(f"the run already completed {start_epoch} epochs; raise train.epochs to continue")
         callbacks.on_train_begin()
         try:
-            logs, stop_reason = self._epochs(start_epoch, callbacks, results, stop_reason)
+            logs, stop_reason = self._epochs(start_epoch, callbacks, results, stop_reason, skip)
         except NonFiniteLossError:
             callbacks.on_train_end({})
             raise
@@ -154,11 +210,15 @@ class Trainer:
 
     # ------------------------------------------------------------------ epoch
 
-    def _epochs(self, epoch: int, callbacks, results, stop_reason: str) -> tuple[dict, str]:
+    def _epochs(self, epoch: int, callbacks, results, stop_reason: str, skip: int = 0) -> tuple[dict, str]:
         logs: dict = {}
         while stop_reason == "completed" and epoch < self.epochs:
             callbacks.on_epoch_begin(epoch)
-            logs, stop_reason = self._train_epoch(epoch, callbacks)
+            logs, stop_reason = self._train_epoch(epoch, callbacks, skip)
+            skip = 0
+            if stop_reason == "preempted":   # the checkpoint is saved; no evaluation, no epoch end
+                self._say(f"preempted: checkpoint saved at step {self._global_step()}; continue with --resume")
+                break
             last = epoch + 1 == self.epochs or stop_reason != "completed"
             if self.eval_fn is not None and ((epoch + 1) % self.eval_every == 0 or last):
                 val = self.eval_fn(self.model)
@@ -175,14 +235,25 @@ class Trainer:
             epoch += 1
         return logs, stop_reason
 
-    def _train_epoch(self, epoch: int, callbacks) -> tuple[dict, str]:
-        """Run one epoch; returns (epoch logs: mean losses, lr, timing; stop reason)."""
-        iterator = iter(self.strategy.experimental_distribute_dataset(self.train_dataset_fn(epoch)))
+    def _distributed_dataset(self, epoch: int, skip: int):
+        if self.multi_worker and self.sharded_dataset_fn is not None:
+            def per_worker(ctx: tf.distribute.InputContext) -> tf.data.Dataset:
+                ds = self.sharded_dataset_fn(epoch, ctx)
+                # one element per local replica and step
+                return ds.skip(skip * (ctx.num_replicas_in_sync // ctx.num_input_pipelines)) if skip else ds
+
+            return self.strategy.distribute_datasets_from_function(per_worker)
+        ds = self.train_dataset_fn(epoch)
+        return self.strategy.experimental_distribute_dataset(ds.skip(skip) if skip else ds)
+
+    def _train_epoch(self, epoch: int, callbacks, skip: int = 0) -> tuple[dict, str]:
+        """Run one epoch (from batch ``skip``); returns (epoch logs: mean losses, lr, timing; stop reason)."""
+        iterator = iter(self._distributed_dataset(epoch, skip))
         bar = (ProgressBar(epoch + 1, self.epochs, self.steps_per_epoch)
                if self.progress and self.chief else None)
         stats = EpochStats()
         try:
-            stop = self._steps(epoch, iterator, callbacks, bar, stats)
+            stop = self._steps(epoch, iterator, callbacks, bar, stats, skip)
         finally:
             if bar is not None:
                 bar.close()
@@ -198,51 +269,101 @@ class Trainer:
         logs["input_wait_share"] = stats.wait_s / stats.busy_s if stats.busy_s else float("nan")
         return logs, stop
 
-    def _steps(self, epoch: int, iterator, callbacks, bar, stats: EpochStats) -> str:
+    def _steps(self, epoch: int, iterator, callbacks, bar, stats: EpochStats, skip: int = 0) -> str:
         consumers = [c for c in self.user_callbacks if hasattr(c, "receive_gradients")]
-        for batch_idx in range(self.steps_per_epoch):
+        batch_idx = skip
+        while batch_idx < self.steps_per_epoch:
             step = self._global_step()
+            wanted = [c for c in consumers if c.wants_gradients(step)]
+            # steps_per_execution: n steps in one call (one host sync); a gradient request runs alone
+            n = 1 if wanted else min(self.steps_per_execution, self.steps_per_epoch - batch_idx)
             callbacks.on_train_batch_begin(batch_idx)
             t0 = time.perf_counter()
-            try:
-                batch = next(iterator)
-            except StopIteration:
-                self._say(f"warning: the training data ended after {batch_idx} of "
-                          f"{self.steps_per_epoch} steps in epoch {epoch + 1}")
-                return "completed"
-            t1 = time.perf_counter()
-            wanted = [c for c in consumers if c.wants_gradients(step)]
-            out = self.step_fn(batch, with_grads=bool(wanted))
+            # multi-worker: this worker's stop requests travel with the step (see module doc)
+            requests = self._stop_requests() if self.multi_worker else None
+            if n == 1:
+                try:
+                    batch = next(iterator)
+                except StopIteration:
+                    self._say(f"warning: the training data ended after {batch_idx} of "
+                              f"{self.steps_per_epoch} steps in epoch {epoch + 1}")
+                    return "completed"
+                t1 = time.perf_counter()
+                out = self.step_fn(batch, with_grads=bool(wanted), stop_flags=requests)
+            else:
+                t1 = t0   # the input wait happens inside the call
+                try:
+                    out = self.step_fn.run_steps(iterator, n, stop_flags=requests)
+                except tf.errors.OutOfRangeError:
+                    self._say(f"warning: the training data ended in epoch {epoch + 1}")
+                    return "completed"
+            flags = out.pop("stop_flags")
             grads = out.pop("grads", None)
-            values = {k: float(v) for k, v in out.items()}  # also waits for the step to finish
+            values = {k: float(v) for k, v in out.items()}  # also waits for the step(s) to finish
             t2 = time.perf_counter()
             self._train_time += t2 - t0
-            if bool(wanted) in self._traced:  # the first call of each variant traces: not timed
+            variant = (bool(wanted), n)
+            if variant in self._traced:  # the first call of each variant traces: not timed
                 stats.wait_s += t1 - t0
                 stats.busy_s += t2 - t0
-                stats.timed += 1
-            self._traced.add(bool(wanted))
-            self._check_finite(values, step, epoch, batch_idx)
+                stats.timed += n
+            self._traced.add(variant)
+            self._check_finite(values, step + n - 1, epoch, batch_idx + n - 1)
             if wanted:
                 named = [(getattr(v, "path", v.name), np.asarray(g))
                          for v, g in zip(self.model.trainable_variables, grads)]
                 for c in wanted:
                     c.receive_gradients(step, named)
-            logs = self._loss_logs(values)
+            logs = self._loss_logs(values)   # with n > 1: the means over the n steps
             logs["lr"] = self._current_lr()
-            stats.add(logs)
-            callbacks.on_train_batch_end(batch_idx, dict(logs))
+            for _ in range(n):
+                stats.add(logs)
+            batch_idx += n
+            callbacks.on_train_batch_end(batch_idx - 1, dict(logs))
             if bar is not None:
                 bar.update(stats.done, stats.means(), stats.images_per_s(self.global_batch_size))
-            if self.time_limit_s is not None and self._train_time >= self.time_limit_s:
-                return "time_limit"
-            if self.model.stop_training:
-                return "stop_training"
+            saved = self._maybe_save_position(batch_idx, step)
+            reason = self._stop_reason(flags.numpy() if self.multi_worker else self._stop_requests())
+            if reason == "preempted" and not saved:
+                self._save_position(batch_idx)
+            if reason is not None:
+                return reason
         return "completed"
+
+    def _stop_requests(self) -> list[float]:
+        """This process's stop requests: [time limit reached, stop_training, SIGTERM]."""
+        flags = [float(self.time_limit_s is not None and self._train_time >= self.time_limit_s),
+                 float(bool(self.model.stop_training)), float(self._preempted)]
+        assert len(flags) == STOP_FLAGS
+        return flags
+
+    @staticmethod
+    def _stop_reason(flags) -> str | None:
+        if flags[2] > 0:
+            return "preempted"
+        if flags[0] > 0:
+            return "time_limit"
+        if flags[1] > 0:
+            return "stop_training"
+        return None
+
+    def _maybe_save_position(self, batches_done: int, step_before: int) -> bool:
+        """Save when the step count crossed a multiple of checkpoint_every_n_steps."""
+        n = self.checkpoint_every_n_steps
+        if not n or self._global_step() // n == step_before // n or batches_done >= self.steps_per_epoch:
+            return False   # the epoch end saves anyway
+        self._save_position(batches_done)
+        return True
+
+    def _save_position(self, batches_done: int) -> None:
+        """Mid-epoch checkpoint: every worker takes part (collective reads), only the chief writes."""
+        self.position.assign(batches_done)
+        self.checkpoints.save_last(self._global_step())
 
     def _end_epoch(self, epoch: int, logs: dict, results: ResultsWriter | None) -> bool:
         """Update trackers, save checkpoints, write results.csv; True = stop early."""
         self.checkpoints.epoch.assign(epoch + 1)
+        self.position.assign(0)
         step = self._global_step()
         improved = False
         evaluated = any(k.startswith("val_") for k in logs)
