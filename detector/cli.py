@@ -4,8 +4,8 @@
     detector eval    --gt GT.json --detections DT.json  # = python tools/eval.py ...
     detector inspect --config synthetic.yaml --out DIR  # = python tools/inspect_data.py ...
 
-``detector-train``, ``detector-eval`` and ``detector-inspect-data`` are the same
-subcommands under their own names.  Each subcommand lives in
+``detector-train``, ``detector-eval``, ``detector-inspect-data``, ``detector-export``
+and ``detector-predict`` are the same subcommands under their own names.  Each subcommand lives in
 ``detector/commands/<module>.py`` and is imported only when it runs, so
 ``detector eval`` in file mode never imports TensorFlow.  This module is the program,
 not the library: nothing under ``detector/`` imports it.
@@ -88,3 +88,5 @@ def console_main() -> None:
 train_main = _entry("train")
 eval_main = _entry("eval")
 inspect_data_main = _entry("inspect")
+export_main = _entry("export")
+predict_main = _entry("predict")
