@@ -171,7 +171,10 @@ def make_dataset(cfg: Config, split: str, training: bool, stats: PipelineStats |
     stats = stats if stats is not None else PipelineStats()
     batch = batch_size or (cfg.train.batch_size if training else cfg.eval.batch_size)
     parallel = tf.data.AUTOTUNE if d.num_parallel_calls == -1 else d.num_parallel_calls
-    deterministic = d.seed is not None
+    # Order-preserving parallel maps keep epochs apart: a non-deterministic map lets an image of
+    # the next pass overtake a slow one of this pass, so a worker's epoch could repeat one image
+    # and miss another.  Sharded (multi-worker) input keeps them apart even without a seed.
+    deterministic = d.seed is not None or input_context is not None
     shard = None
     if input_context is not None:
         shard = (input_context.num_input_pipelines, input_context.input_pipeline_id)
