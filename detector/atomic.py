@@ -35,9 +35,19 @@ def _fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def _temp_name(path: Path) -> Path:
     # same folder, hidden, unique; keeps the suffix (Keras insists on ".keras")
     fd, name = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f".tmp{path.suffix}", dir=path.parent)
+    try:   # mkstemp makes the file private (0600); give it the permissions open() would
+        os.fchmod(fd, 0o666 & ~_umask())
+    except (AttributeError, OSError):   # no fchmod on Windows
+        pass
     os.close(fd)
     return Path(name)
 

@@ -59,3 +59,17 @@ def test_run_files_are_written_atomically(tmp_path, monkeypatch):
     assert load_config(tmp_path / "config.yaml") == cfg
     assert [r["epoch"] for r in read_results(tmp_path / "results.csv")] == ["1"]
     assert sorted(os.listdir(tmp_path)) == ["config.yaml", "results.csv"]
+
+
+def test_written_files_get_the_usual_permissions(tmp_path):
+    import os
+    import stat
+
+    from detector.atomic import write_text
+
+    old = os.umask(0o022)
+    try:
+        path = write_text(tmp_path / "config.yaml", "a: 1\n")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o644   # not mkstemp's private 0600
