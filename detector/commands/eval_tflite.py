@@ -27,17 +27,13 @@ def evaluate_tflite(cfg, path: str, as_json: bool = False, per_class: bool = Fal
     from detector.data import make_dataset
     from detector.evaluation import format_table
     from detector.evaluation.params import STAT_NAMES
-    from detector.export.tflite_runner import TFLiteDetector, TFLiteRunner
+    from detector.export.tflite_runner import TFLiteRunner
     from detector.inference.evaluate import evaluate_runner
+    from detector.inference.loading import open_tflite
     from detector.targets.anchors import anchors_for_config
 
-    p = Path(path).expanduser()
-    if not p.is_file():
-        raise UserError(f"--tflite {path}: no such file")
-    try:
-        detector = TFLiteDetector(p)
-    except (ValueError, RuntimeError) as e:
-        raise UserError(f"--tflite {path}: cannot load it as a TFLite model: {str(e)[:300]}") from None
+    detector = open_tflite(path, "--tflite")
+    p = detector.model_path
     if detector.image_size != cfg.data.image_size:
         raise UserError(f"--tflite {path}: the model takes {detector.image_size} px images, but the config has "
                         f"data.image_size = {cfg.data.image_size}")

@@ -94,15 +94,10 @@ def load_tflite_runner(path: str, config: str | None, overrides: list[str]):
     With the post-processing inside, the file and its metadata sidecar are enough; a
     raw-head file is decoded with the Python decode + NMS and needs ``--config``."""
     from detector.config import load_config
-    from detector.export.tflite_runner import TFLiteDetector, TFLiteRunner
+    from detector.export.tflite_runner import TFLiteRunner
+    from detector.inference.loading import open_tflite
 
-    p = Path(path).expanduser()
-    if not p.is_file():
-        raise UserError(f"--checkpoint {path}: no such file")
-    try:
-        detector = TFLiteDetector(p)
-    except (ValueError, RuntimeError) as e:
-        raise UserError(f"--checkpoint {path}: cannot load it as a TFLite model: {str(e)[:300]}") from None
+    detector = open_tflite(path, "--checkpoint")
     cfg = load_config(config, overrides) if config else None
     if cfg is None:
         if overrides:

@@ -108,3 +108,17 @@ def load_model_for(cfg, kind: str, path: str):
             raise UserError(f"{path}: the model was built for {key} = {have}, but the config has {want}")
     tree = model.config_tree
     return model, dataclasses.replace(cfg, model=tree.model, loss=tree.loss)
+
+
+def open_tflite(path: str, flag: str):
+    """A :class:`~detector.export.tflite_runner.TFLiteDetector` for ``path`` given as ``flag``;
+    a missing file or one that is not a TFLite model is a :class:`UserError`."""
+    from detector.export.tflite_runner import TFLiteDetector
+
+    p = Path(path).expanduser()
+    if not p.is_file():
+        raise UserError(f"{flag} {path}: no such file")
+    try:
+        return TFLiteDetector(p)
+    except (ValueError, RuntimeError) as e:
+        raise UserError(f"{flag} {path}: cannot load it as a TFLite model: {str(e)[:300]}") from None

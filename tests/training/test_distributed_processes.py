@@ -4,27 +4,17 @@ then resumed.  Workers run tests/training/dist_worker.py.  Slow: each process im
 TensorFlow and traces the detector (~1-3 min each on a contended 2-core machine)."""
 
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+from net import free_ports
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 WORKER = Path(__file__).resolve().parent / "dist_worker.py"
 TIMEOUT_S = 600
-
-
-def _free_ports(n):
-    socks = [socket.socket() for _ in range(n)]
-    for s in socks:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in socks]
-    for s in socks:
-        s.close()
-    return ports
 
 
 def _start(mode, index, ports, out):
@@ -55,7 +45,7 @@ def _wait(procs, expect=0):
 
 @pytest.mark.slow
 def test_two_workers_shard_the_train_split_and_end_with_identical_weights(tmp_path):
-    ports = _free_ports(2)
+    ports = free_ports(2)
     _wait([_start("union", i, ports, tmp_path) for i in (0, 1)])
     ids = [np.load(tmp_path / f"ids_{i}.npy") for i in (0, 1)]
     from detector.config import load_config
@@ -72,7 +62,7 @@ def test_two_workers_shard_the_train_split_and_end_with_identical_weights(tmp_pa
 
 @pytest.mark.slow
 def test_two_workers_stop_at_the_same_step_when_one_reaches_the_time_limit(tmp_path):
-    ports = _free_ports(2)
+    ports = free_ports(2)
     _wait([_start("time", i, ports, tmp_path) for i in (0, 1)])
     s0, s1 = (np.load(tmp_path / f"step_{i}.npy") for i in (0, 1))
     np.testing.assert_array_equal(s0, s1)

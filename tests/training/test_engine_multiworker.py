@@ -1,30 +1,20 @@
 """The same engine under MultiWorkerMirroredStrategy: 2 local worker processes that are
 interrupted and resumed, against one uninterrupted single-device process (slow: ~30 s)."""
 
-import socket
 import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+from net import free_ports
 
 WORKER = Path(__file__).resolve().parent / "mwms_worker.py"
 
 
-def _free_ports(n):
-    socks = [socket.socket() for _ in range(n)]
-    for s in socks:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in socks]
-    for s in socks:
-        s.close()
-    return ports
-
-
 @pytest.mark.slow
 def test_two_workers_with_resume_match_single_device(tmp_path):
-    ports = ",".join(map(str, _free_ports(2)))
+    ports = ",".join(map(str, free_ports(2)))
     procs = [subprocess.Popen([sys.executable, str(WORKER), str(i), ports, str(tmp_path)],
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
              for i in (0, 1, -1)]
