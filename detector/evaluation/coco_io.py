@@ -252,11 +252,22 @@ def load_ground_truth(path: str | Path, with_image_fields: bool = False) -> Coco
                            arrays=arrays, depth=depth, images=entries)
 
 
-def load_detections(path: str | Path, gt: CocoGroundTruth,
-                    ignore_unknown_categories: bool = False) -> DetectionArrays:
+def _optional_numbers(entries: list, key: str, missing: float) -> np.ndarray:
+    """float64 ``[len(entries)]``: each entry's numeric ``key``, ``missing`` where absent or not a number."""
+    out = np.full(len(entries), missing, np.float64)
+    for i, e in enumerate(entries):
+        v = e.get(key) if isinstance(e, dict) else None
+        if isinstance(v, (int, float)) and not isinstance(v, bool):
+            out[i] = float(v)
+    return out
+
+
+def load_detections(path: str | Path, gt: CocoGroundTruth, ignore_unknown_categories: bool = False,
+                    with_depth: bool = False) -> DetectionArrays:
     """Read a results list ``[{"image_id", "category_id", "bbox": [x,y,w,h], "score"}, ...]``.
 
-    List order is the submission order (it breaks score ties within an image).
+    List order is the submission order (it breaks score ties within an image).  With
+    ``with_depth`` the optional per-entry ``"depth"`` (metres) is read too (NaN where absent).
     """
     path = Path(path)
     res = _read_json(path)
@@ -270,6 +281,7 @@ def load_detections(path: str | Path, gt: CocoGroundTruth,
     bbox = _floats(_field(res, "bbox", path, where), "bbox", path, where, width=4)
     score = _floats(_field(res, "score", path, where), "score", path, where)
     _check_sizes(bbox, path, where, res)
+    depth = _optional_numbers(res, "depth", np.nan) if with_depth else None
     del res
     img_idx, found = _index_of(img, gt.image_ids)
     if not found.all():
@@ -285,4 +297,5 @@ def load_detections(path: str | Path, gt: CocoGroundTruth,
         print(f"warning: {path}: dropping {int((~found).sum())} detections with unknown "
               f"category ids (first: {where}[{i}], category_id {cat[i]})", file=sys.stderr)
         img_idx, cat_idx, bbox, score = img_idx[found], cat_idx[found], bbox[found], score[found]
-    return DetectionArrays(image=img_idx, category=cat_idx, bbox_xywh=bbox, score=score)
+        depth = depth[found] if depth is not None else None
+    return DetectionArrays(image=img_idx, category=cat_idx, bbox_xywh=bbox, score=score, depth=depth)

@@ -49,12 +49,14 @@ class DetectionArrays:
 
     image: int64 [N] image index (same indexing as the GT); category: int64 [N] class
     index; bbox_xywh: float64 [N, 4]; score: float64 [N].  Detection area = w*h.
+    depth: optional float64 [N] metres (NaN where a detection has none); not used by matching.
     """
 
     image: np.ndarray
     category: np.ndarray
     bbox_xywh: np.ndarray
     score: np.ndarray
+    depth: np.ndarray | None = None
 
 
 def bbox_iou(d: np.ndarray, g: np.ndarray, g_crowd: np.ndarray) -> np.ndarray:

@@ -18,7 +18,6 @@ depth in metres, ``nan`` (detections) or ``<= 0`` (GT) when unknown.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -137,15 +136,6 @@ class EvalCollector:
                               cat(self._dt, 4, np.float64))
 
 
-def _optional_depth(entries: list, n: int, unknown: float) -> np.ndarray:
-    out = np.full(n, unknown, np.float64)
-    for i, e in enumerate(entries):
-        d = e.get("depth") if isinstance(e, dict) else None
-        if isinstance(d, (int, float)) and not isinstance(d, bool):
-            out[i] = float(d)
-    return out
-
-
 def eval_data_from_files(gt_path: str | Path, dt_path: str | Path,
                          ignore_unknown_categories: bool = False) -> EvalData:
     """:class:`EvalData` of a COCO GT file and a results list (the inputs of ``tools/eval.py``
@@ -154,10 +144,5 @@ def eval_data_from_files(gt_path: str | Path, dt_path: str | Path,
     from detector.evaluation.coco_io import load_detections, load_ground_truth
 
     gt = load_ground_truth(gt_path)
-    dt = load_detections(dt_path, gt, ignore_unknown_categories)
-    results = json.loads(Path(dt_path).read_text())
-    det_depth = _optional_depth(results, len(results), np.nan)
-    if len(det_depth) != len(dt.score):       # --ignore-unknown-categories dropped some entries
-        known = set(gt.category_ids.tolist())
-        det_depth = det_depth[[r.get("category_id") in known for r in results]]
-    return EvalData.build(gt.category_names, gt.image_ids, gt.arrays, gt.depth, dt, det_depth)
+    dt = load_detections(dt_path, gt, ignore_unknown_categories, with_depth=True)
+    return EvalData.build(gt.category_names, gt.image_ids, gt.arrays, gt.depth, dt, dt.depth)
