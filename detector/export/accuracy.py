@@ -1,13 +1,13 @@
 """COCO mAP + depth error of the Keras model and of ``.tflite`` files on the same val
 images, the side-by-side report and the INT8 accuracy gate.
 
-Every model is scored by the project's metric code, exactly as
-:class:`detector.evaluation.evaluator.DetectionEvaluator` scores the Keras model:
+Every model is scored by :func:`detector.inference.evaluate.evaluate_runner`, which gives
+the same numbers as :class:`detector.evaluation.evaluator.DetectionEvaluator` (tested):
 the config's val split through the evaluation pipeline (letterbox, every image once),
 detections in network-input pixels mapped back to original-image COCO boxes
-(``network_to_original_xywh``), the streaming COCO matcher
-(:class:`detector.metrics.coco_map.MeanAveragePrecision`, pycocotools-identical) and
-the depth error on matched detections (:class:`detector.evaluation.depth.DepthError`).
+(``network_to_original_xywh``), the exact pycocotools-identical matching of
+:mod:`detector.evaluation`, and the depth error on matched detections
+(:class:`detector.evaluation.depth.DepthError`).
 What differs is only the model runner that produces the detections:
 
 - Keras (:class:`~detector.inference.runner.KerasRunner`): ``model(images)`` +

@@ -14,13 +14,6 @@ from __future__ import annotations
 import numpy as np
 
 
-def _to_original_xywh(boxes_yxyx, scale, original_size) -> np.ndarray:
-    """float32 [B, D, 4] COCO boxes from network yxyx px (see ``network_to_original_xywh``)."""
-    from detector.evaluation.evaluator import network_to_original_xywh
-
-    return network_to_original_xywh(boxes_yxyx, scale, original_size)
-
-
 def evaluate_runner(runner, dataset, class_names, max_batches: int | None = None):
     """``(stats, data)``: the 12 COCO stats plus ``depth_error`` (NaN without matches), and the
     :class:`EvalData` of the whole split.
@@ -32,6 +25,7 @@ def evaluate_runner(runner, dataset, class_names, max_batches: int | None = None
       class_names: K names (class index order).
     """
     from detector.evaluation.depth import DepthError
+    from detector.evaluation.evaluator import network_to_original_xywh
     from detector.visualize.evaldata import EvalCollector
 
     collector, depth = EvalCollector(), DepthError()
@@ -43,7 +37,7 @@ def evaluate_runner(runner, dataset, class_names, max_batches: int | None = None
         step = runner.max_batch or len(images)
         parts = [runner(images[j:j + step]) for j in range(0, len(images), step)]
         out = {k: np.concatenate([p[k] for p in parts]) for k in ("boxes", "scores", "classes", "depth")}
-        dets = {"boxes_xywh": _to_original_xywh(out["boxes"], gt["scale"], gt["original_size"]),
+        dets = {"boxes_xywh": network_to_original_xywh(out["boxes"], gt["scale"], gt["original_size"]),
                 "scores": out["scores"].astype(np.float32), "classes": out["classes"].astype(np.int32),
                 "depth": out["depth"].astype(np.float32)}
         collector(gt, dets)
