@@ -119,3 +119,39 @@ def test_degenerate_outside_and_corrupt_are_counted(smoke_cfg):
     assert out[2][1, 1] == out[2][1, 3] == 128.0               # clipped to zero width
     bad = Processor(data_cfg, True, stats)(b"\xff\xd8 not a jpeg", b"broken.jpg", *fields, 3)
     assert not bad[0] and stats.images_skipped == 1 and stats.skipped_files == ["broken.jpg"]
+
+
+def test_hue_saturation_matrix_closed_forms():
+    import tensorflow as tf
+
+    identity = augment_tf.hue_saturation_matrix(tf.constant(1.0), tf.constant(0.0)).numpy()
+    np.testing.assert_allclose(identity, np.eye(3), atol=1e-5)
+    grey = np.array([0.3, 0.3, 0.3], np.float32)
+    rgb = np.array([0.8, 0.2, 0.1], np.float32)
+    for sat, hue in [(0.7, 0.05), (1.3, -0.2), (0.0, 0.4)]:
+        t = augment_tf.hue_saturation_matrix(tf.constant(sat), tf.constant(hue)).numpy()
+        np.testing.assert_allclose(t @ grey, grey, atol=1e-5)          # grey stays grey
+        luma = np.array([0.299, 0.587, 0.114]) @ rgb
+        np.testing.assert_allclose(np.array([0.299, 0.587, 0.114]) @ (t @ rgb), luma, atol=1e-5)
+    desaturated = augment_tf.hue_saturation_matrix(tf.constant(0.0), tf.constant(0.1)).numpy() @ rgb
+    np.testing.assert_allclose(desaturated, np.full(3, np.array([0.299, 0.587, 0.114]) @ rgb), atol=1e-5)
+    # A third of a turn takes a pure red towards green: green becomes the largest channel.
+    red = augment_tf.hue_saturation_matrix(tf.constant(1.0), tf.constant(1 / 3)).numpy() @ np.array([1.0, 0, 0])
+    assert np.argmax(red) == 1
+
+
+def test_tf_colour_jitter_keeps_padding_black_and_varies_colour(smoke_cfg):
+    data_cfg = smoke_cfg("data.augment.backend=tf", "data.augment.scale=[0.5, 0.6]", "data.augment.crop_prob=0",
+                         "data.augment.brightness=0.2", "data.augment.contrast=0.2",
+                         "data.augment.hue_saturation=0.1").data
+    reds = []
+    for seed in range(8):
+        out = augment_tf.tf_train(_png(), *_fields(), np.array([0, seed], np.int64), data_cfg)
+        image, scale = out["image"].numpy(), float(out["scale"])
+        h, w = round(H * scale), round(W * scale)
+        assert not image[h + 1:].any() and not image[:, w + 1:].any()   # padding untouched by colour
+        y0, x0, y1, x1 = out["boxes"].numpy()[0]
+        reds.append(image[int(y0) + 2:int(y1) - 2, int(x0) + 2:int(x1) - 2].reshape(-1, 3).mean(0))
+    reds = np.array(reds)
+    assert (reds[:, 0] > reds[:, 1:].max(1)).all()     # still red
+    assert np.ptp(reds[:, 0]) > 10                      # but jittered
