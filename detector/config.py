@@ -168,6 +168,7 @@ class TrainConfig:
     optimizer: Literal["adamw", "sgd"] = "adamw"  # AdamW or SGD with momentum
     learning_rate: float = 2e-3  # peak rate of the cosine schedule
     weight_decay: float = 1e-4  # decoupled weight decay
+    ema_momentum: float | None = None  # evaluate, save and export a moving average of the weights; null = off
     momentum: float = 0.9  # SGD momentum
     warmup_steps: int = 200  # linear warm-up steps
     min_learning_rate: float = 0.0  # floor of the cosine schedule
@@ -414,6 +415,7 @@ def _check(cfg: Config) -> None:
          "must be in [0, learning_rate]")
     need(t.weight_decay >= 0, "train.weight_decay", "must be >= 0")
     need(t.warmup_steps >= 0, "train.warmup_steps", "must be >= 0")
+    need(t.ema_momentum is None or 0 < t.ema_momentum < 1, "train.ema_momentum", "must be in (0, 1) or null")
     need(t.restart_period_epochs is None or t.restart_period_epochs > 0,
          "train.restart_period_epochs", "must be positive or null")
     need(t.clip_norm is None or t.clip_norm > 0, "train.clip_norm", "must be positive or null")

@@ -24,6 +24,7 @@ import keras
 import tensorflow as tf
 
 from detector.errors import UserError
+from detector.training.ema import averaged, has_average, swap_average
 
 
 class MetricTracker(tf.Module):
@@ -130,6 +131,9 @@ class Checkpoints:
     def __init__(self, directory: str | Path | None, model: keras.Model,
                  optimizer: keras.optimizers.Optimizer, trackers: dict[str, MetricTracker],
                  chief: bool = True, keep: int = 3):
+        # With a weights' moving average the checkpoint's model entries hold the average
+        # (what eval/export/predict read) and the optimizer's average slots the raw weights.
+        self.optimizer = optimizer
         self.epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="epochs_done")
         self.checkpoint = tf.train.Checkpoint(**model_state(model),
                                               optimizer_variables=list(optimizer.variables),
@@ -162,7 +166,8 @@ class Checkpoints:
         # TensorFlow writes the data and index files, then the `checkpoint` state file by an
         # atomic rename: a failed save leaves the previous checkpoint listed and intact.
         try:
-            path = manager.save(checkpoint_number=step)
+            with averaged(self.optimizer):
+                path = manager.save(checkpoint_number=step)
         except (OSError, tf.errors.OpError) as e:
             previous = manager.latest_checkpoint
             kept = f"the previous checkpoint {previous} is kept" if previous else "no checkpoint was saved before"
@@ -199,6 +204,8 @@ class Checkpoints:
     def restore(self, path: str) -> None:
         try:
             self.checkpoint.restore(path).assert_existing_objects_matched()
+            if has_average(self.optimizer):
+                swap_average(self.optimizer)   # saved swapped: raw weights back into the model
         except (AssertionError, ValueError) as e:
             raise UserError(f"checkpoint {path} does not match the model/optimizer built from the "
                             f"config (was the config changed?): {str(e)[:300]}") from None

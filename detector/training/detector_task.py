@@ -142,11 +142,13 @@ def build_optimizer(t: TrainConfig) -> keras.optimizers.Optimizer:
     Weight decay skips biases and normalisation scales/offsets (decaying them only
     fights the normalisation).
     """
+    # the weights' moving average (detector/training/ema.py)
+    ema = {"use_ema": True, "ema_momentum": t.ema_momentum} if t.ema_momentum else {}
     if t.optimizer == "adamw":
-        opt = keras.optimizers.AdamW(learning_rate=t.learning_rate, weight_decay=t.weight_decay)
+        opt = keras.optimizers.AdamW(learning_rate=t.learning_rate, weight_decay=t.weight_decay, **ema)
     else:
         opt = keras.optimizers.SGD(learning_rate=t.learning_rate, momentum=t.momentum,
-                                   weight_decay=t.weight_decay or None)
+                                   weight_decay=t.weight_decay or None, **ema)
     if t.weight_decay:
         opt.exclude_from_weight_decay(var_names=["bias", "gamma", "beta"])
     return opt

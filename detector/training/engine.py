@@ -43,6 +43,7 @@ import tensorflow as tf
 
 from detector.atomic import write_with
 from detector.training.checkpoints import Checkpoints, MetricTracker
+from detector.training.ema import averaged
 from detector.training.progress import EpochStats, ProgressBar
 from detector.training.results import ResultsWriter, format_metrics
 from detector.training.step import STOP_FLAGS, TrainStep, batch_size_count, default_forward
@@ -198,7 +199,8 @@ class Trainer:
             raise
         callbacks.on_train_end(dict(logs))
         if self.chief and self.run_dir is not None and self.export_model:
-            self._export()
+            with averaged(self.optimizer):   # model.keras holds the weights' average, if kept
+                self._export()
         has_best = self.best is not None and int(self.best.best_epoch.numpy()) > 0
         return FitResult(
             epochs_done=int(self.checkpoints.epoch.numpy()), step=self._global_step(),
@@ -221,7 +223,8 @@ class Trainer:
                 break
             last = epoch + 1 == self.epochs or stop_reason != "completed"
             if self.eval_fn is not None and ((epoch + 1) % self.eval_every == 0 or last):
-                val = self.eval_fn(self.model)
+                with averaged(self.optimizer):
+                    val = self.eval_fn(self.model)
                 logs.update({f"val_{k}": float(v) for k, v in val.items()})
                 self._say(f"epoch {epoch + 1}/{self.epochs} val: "
                           f"{format_metrics({k: v for k, v in logs.items() if k.startswith('val_')})}")

@@ -1,0 +1,67 @@
+"""The weights' moving average: its values, and that eval, checkpoints and model.keras see it
+while training and --resume continue the raw weights."""
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+from toy_task import BATCH, dataset_fn, loss_fn, make_model
+
+from detector.training.checkpoints import restore_model
+from detector.training.engine import Trainer
+
+STEPS, M = 4, 0.8
+
+
+def _trainer(run_dir, epochs, eval_fn=None, callbacks=(), strategy=None):
+    strategy = strategy or tf.distribute.get_strategy()
+    with strategy.scope():
+        model = make_model(seed=3)
+        opt = keras.optimizers.AdamW(0.05, weight_decay=0.01, use_ema=True, ema_momentum=M)
+    return Trainer(strategy=strategy, model=model, optimizer=opt, loss_fn=loss_fn,
+                   train_dataset_fn=dataset_fn(seed=1), steps_per_epoch=STEPS, epochs=epochs,
+                   global_batch_size=BATCH, run_dir=run_dir, progress=False, eval_fn=eval_fn,
+                   callbacks=list(callbacks))
+
+
+@pytest.mark.parametrize("replicas", [1, 2])
+def test_average_is_evaluated_saved_and_exported_while_training_continues_raw(tmp_path, request, replicas):
+    strategy = request.getfixturevalue("two_replica_strategy") if replicas == 2 else None
+    raw_after_step, seen_by_eval = [], []
+    record = keras.callbacks.LambdaCallback(
+        on_train_batch_end=lambda b, logs: raw_after_step.append(trainer.model.get_weights()))
+
+    def eval_fn(model):
+        seen_by_eval.append(model.get_weights())
+        return {"AP": 0.0}
+
+    trainer = _trainer(tmp_path, epochs=2, eval_fn=eval_fn, callbacks=[record], strategy=strategy)
+    trainer.fit()
+    # closed form of the optimizer's average: the first step copies, then m * avg + (1 - m) * w
+    averages, avg = [], None
+    for w in raw_after_step:
+        avg = [x.copy() for x in w] if avg is None else [M * a + (1 - M) * x for a, x in zip(avg, w)]
+        averages.append(avg)
+    for got, want in zip(seen_by_eval, (averages[STEPS - 1], averages[2 * STEPS - 1])):
+        for a, b in zip(got, want):
+            np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    for a, b in zip(trainer.model.get_weights(), raw_after_step[-1]):   # raw weights after fit
+        np.testing.assert_array_equal(a, b)
+    checkpoint_model = make_model(seed=9)
+    restore_model(checkpoint_model, trainer.checkpoints.last.latest_checkpoint)
+    exported = keras.saving.load_model(tmp_path / "model.keras")
+    for a, b, c in zip(checkpoint_model.get_weights(), exported.get_weights(), averages[-1]):
+        np.testing.assert_allclose(a, c, rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(b, c, rtol=1e-5, atol=1e-6)
+
+
+def test_resume_with_an_average_equals_uninterrupted(tmp_path):
+    full = _trainer(tmp_path / "full", epochs=3)
+    full.fit()
+    _trainer(tmp_path / "split", epochs=1).fit()
+    resumed = _trainer(tmp_path / "split", epochs=3)
+    resumed.fit(resume=True)
+    for a, b in zip(full.model.get_weights(), resumed.model.get_weights()):
+        np.testing.assert_allclose(a, b, atol=1e-6, rtol=0)
+    for a, b in zip(full.optimizer.variables, resumed.optimizer.variables):
+        np.testing.assert_allclose(np.array(a), np.array(b), atol=1e-6, rtol=0)
