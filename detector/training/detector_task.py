@@ -33,6 +33,7 @@ from detector.callbacks import CosineAnnealing, GradientMonitor, ProfilingCallba
 from detector.config import Config, ConfigError, TrainConfig, save_config
 from detector.evaluation.evaluator import EXTRA_STATS, STAT_NAMES, DetectionEvaluator
 from detector.targets.anchors import anchors_for_config
+from detector.training.ema import averaged
 from detector.training.engine import EarlyStopping, FitResult, Trainer
 from detector.training.results import find_resume_dir, new_run_dir
 from detector.training.strategy import build_strategy, configure_devices, is_chief
@@ -301,7 +302,8 @@ def train(cfg: Config, run_dir: str | Path | None = None, resume: bool = False,
         progress=progress, chief=chief)
     trainer.pipeline_stats = pipeline_stats
     result = trainer.fit(resume=resume)
-    plots.finish()
+    with averaged(optimizer):   # the final plots show the weights that were evaluated
+        plots.finish()
     return TrainOutcome(path, result, steps)
 
 
