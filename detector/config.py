@@ -133,8 +133,10 @@ class ModelConfig:
 
 @dataclass(frozen=True)
 class MatchingConfig:
-    positive_iou: float = 0.5  # anchor IoU >= this: positive
-    negative_iou: float = 0.4  # anchor IoU < this: background; in between: ignored
+    method: Literal["iou", "atss"] = "iou"  # fixed IoU thresholds, or ATSS's adaptive per-box threshold
+    positive_iou: float = 0.5  # iou: anchor IoU >= this: positive
+    negative_iou: float = 0.4  # iou: anchor IoU < this: background; in between: ignored (also crowd overlap)
+    atss_top_k: int = 9  # atss: candidates per box and level, nearest anchor centres
     force_match: bool = True  # every box also claims its best anchor
     force_match_top_k: int = 1  # with force_match: claim the k best anchors (ranks 2..k never override a positive)
 

@@ -43,7 +43,7 @@ from detector.data import augment_tf
 from detector.data.augment import NO_READABLE_IMAGES, OUTPUT_DTYPES, Processor
 from detector.data.records import PipelineStats
 from detector.data.sources import load_records, source_dataset
-from detector.targets.anchors import anchors_for_config
+from detector.targets.anchors import anchors_for_config, level_sizes
 from detector.targets.assign import IGNORE, assign_targets
 
 _GT_KEYS = ("boxes", "boxes_xywh", "classes", "is_crowd", "area", "depth", "num_boxes",
@@ -84,11 +84,12 @@ def _tf_step(data_cfg, training: bool):
 def _targets_step(cfg, with_gt: bool = True):
     anchors = tf.constant(anchors_for_config(cfg), tf.float32)
     n_anchors = int(anchors.shape[0])
+    levels = level_sizes(cfg)
 
     def step(e):
         n = e["num_boxes"]
         t = assign_targets(anchors, e["boxes"][:n], e["classes"][:n], e["is_crowd"][:n],
-                           e["depth"][:n], cfg.matching, cfg.model.box_scale_factors)
+                           e["depth"][:n], cfg.matching, cfg.model.box_scale_factors, levels)
         t["cls"].set_shape([n_anchors])
         t["box"].set_shape([n_anchors, 4])
         t["depth"].set_shape([n_anchors])

@@ -77,3 +77,10 @@ def anchors_for_config(cfg) -> np.ndarray:
         cfg.data.image_size, m.min_level, m.max_level,
         m.anchors.num_scales, m.anchors.aspect_ratios, m.anchors.anchor_size,
     )
+
+
+def level_sizes(cfg) -> list[int]:
+    """Anchors per level, ``min_level`` first: ``H_l * W_l * A`` (the flat array's level blocks)."""
+    m = cfg.model
+    a = num_anchors_per_location(m)
+    return [(cfg.data.image_size // 2**level) ** 2 * a for level in range(m.min_level, m.max_level + 1)]

@@ -55,6 +55,7 @@ def assign_targets(
     gt_depth,
     matching_cfg,
     scale_factors=(1.0, 1.0, 1.0, 1.0),
+    level_sizes=None,
 ) -> dict[str, tf.Tensor]:
     """Targets for one image.
 
@@ -66,6 +67,7 @@ def assign_targets(
       gt_depth: float32 ``[M]`` depth in metres; ``<= 0`` means unknown.
       matching_cfg: :class:`~detector.config.MatchingConfig`.
       scale_factors: box-coder scale factors ``(sy, sx, sh, sw)``.
+      level_sizes: anchors per pyramid level, in the anchors' order (``matching.method: atss``).
 
     Returns:
       ``{"cls": int32 [N], "box": float32 [N, 4] codes (0 unless positive),
@@ -86,8 +88,13 @@ def assign_targets(
     best_iou = tf.reduce_max(reg_iou, axis=1)                            # [N]
     match = tf.argmax(reg_iou, axis=1, output_type=tf.int32)            # [N]
 
-    labels = tf.where(best_iou >= matching_cfg.positive_iou, 0, BACKGROUND)
-    labels = tf.where((best_iou >= matching_cfg.negative_iou) & (labels == BACKGROUND), IGNORE, labels)
+    if getattr(matching_cfg, "method", "iou") == "atss":
+        if level_sizes is None:
+            raise ValueError("matching.method 'atss' needs the anchors' level_sizes")
+        labels, match = _atss(anchors, overlaps, gt_boxes, regular, level_sizes, matching_cfg.atss_top_k)
+    else:
+        labels = tf.where(best_iou >= matching_cfg.positive_iou, 0, BACKGROUND)
+        labels = tf.where((best_iou >= matching_cfg.negative_iou) & (labels == BACKGROUND), IGNORE, labels)
     crowd_iou = tf.reduce_max(tf.where(crowd[None, :], overlaps, 0.0), axis=1)
     labels = tf.where((labels == BACKGROUND) & (crowd_iou >= matching_cfg.negative_iou), IGNORE, labels)
 
@@ -133,3 +140,39 @@ def assign_targets(
         "depth": depth,
         "depth_mask": tf.cast(has_depth, tf.float32),
     }
+
+
+def _atss(anchors, overlaps, gt_boxes, regular, level_sizes, top_k: int):
+    """Adaptive training sample selection (Zhang et al., CVPR 2020): ``(labels [N], match [N])``.
+
+    Per box, the ``top_k`` anchors of each level with the nearest centres are candidates;
+    the box's IoU threshold is the mean plus the standard deviation of its candidates'
+    IoUs; a candidate at or above it whose centre lies inside the box is positive (label
+    0, ``match`` = the box; the highest IoU wins between boxes).  Every other anchor is
+    background: there is no ignore band.  A small box gets positives even where no anchor
+    reaches a fixed IoU threshold; a large one gets the anchors that fit it best.
+    """
+    a_ctr = (anchors[:, :2] + anchors[:, 2:]) / 2.0                       # [N, 2]
+    g_ctr = (gt_boxes[:, :2] + gt_boxes[:, 2:]) / 2.0                     # [M, 2]
+    dist = tf.norm(a_ctr[:, None, :] - g_ctr[None, :, :], axis=-1)        # [N, M]
+    m = tf.shape(gt_boxes)[0]
+    parts, start = [], 0
+    for size in level_sizes:
+        k = min(top_k, size)
+        _, idx = tf.math.top_k(-tf.transpose(dist[start:start + size]), k)   # [M, k]
+        rows = tf.broadcast_to(tf.range(m)[:, None], tf.shape(idx))
+        mask = tf.scatter_nd(tf.stack([rows, idx], -1), tf.ones([m, k], tf.bool), [m, size])
+        parts.append(tf.transpose(mask))
+        start += size
+    candidate = tf.concat(parts, 0) & regular[None, :]                    # [N, M]
+    cand_f = tf.cast(candidate, tf.float32)
+    n = tf.maximum(tf.reduce_sum(cand_f, 0), 1.0)
+    mean = tf.reduce_sum(overlaps * cand_f, 0) / n
+    std = tf.sqrt(tf.reduce_sum(tf.square(overlaps - mean) * cand_f, 0) / n)
+    inside = ((a_ctr[:, None, 0] > gt_boxes[None, :, 0]) & (a_ctr[:, None, 0] < gt_boxes[None, :, 2])
+              & (a_ctr[:, None, 1] > gt_boxes[None, :, 1]) & (a_ctr[:, None, 1] < gt_boxes[None, :, 3]))
+    positive = candidate & inside & (overlaps >= (mean + std)[None, :]) & (overlaps > 0.0)
+    pos_iou = tf.where(positive, overlaps, -1.0)
+    match = tf.argmax(pos_iou, axis=1, output_type=tf.int32)
+    labels = tf.where(tf.reduce_max(pos_iou, axis=1) > 0.0, 0, BACKGROUND)
+    return labels, match

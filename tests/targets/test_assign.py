@@ -90,3 +90,61 @@ def test_force_match_top_k_claims_more_anchors_for_small_boxes_only():
     cls = t["cls"].numpy()
     np.testing.assert_array_equal(cls[:2], [3, 3])
     assert set(np.flatnonzero(cls == 1)) == set(np.flatnonzero(ious > 0)) - {0, 1}
+
+
+def _numpy_atss(anchors, gt, level_sizes, k):
+    """Reference ATSS, box by box: (labels with 0 = positive / -1, match)."""
+    n = len(anchors)
+    a_ctr = (anchors[:, :2] + anchors[:, 2:]) / 2
+    overlaps = iou(anchors, gt).numpy()
+    best = np.full(n, -1.0)
+    match = np.zeros(n, int)
+    for j, box in enumerate(gt):
+        dist = np.linalg.norm(a_ctr - (box[:2] + box[2:]) / 2, axis=1)
+        cand, start = [], 0
+        for size in level_sizes:
+            cand += list(start + np.argsort(dist[start:start + size], kind="stable")[:k])
+            start += size
+        cand = np.array(cand)
+        thr = overlaps[cand, j].mean() + overlaps[cand, j].std()
+        for i in cand:
+            inside = box[0] < a_ctr[i, 0] < box[2] and box[1] < a_ctr[i, 1] < box[3]
+            if inside and overlaps[i, j] >= thr and overlaps[i, j] > 0 and overlaps[i, j] > best[i]:
+                best[i], match[i] = overlaps[i, j], j
+    return np.where(best > 0, 0, -1), match
+
+
+def test_atss_matches_a_numpy_reference():
+    from detector.targets.anchors import generate_anchors
+
+    anchors = generate_anchors(64, 3, 4, 2, [1.0], 3.0)             # 8x8x2 + 4x4x2 anchors
+    level_sizes = [128, 32]
+    rng = np.random.default_rng(0)
+    cfg = MatchingConfig(method="atss", atss_top_k=5, force_match=False)
+    for _ in range(5):
+        yx = rng.uniform(0, 48, (4, 2))
+        gt = np.concatenate([yx, yx + rng.uniform(3, 30, (4, 2))], 1).astype(np.float32)
+        t = assign_targets(anchors, gt, np.arange(4, dtype=np.int32), np.zeros(4, bool), np.full(4, 2.0),
+                           cfg, level_sizes=level_sizes)
+        labels, match = _numpy_atss(anchors, gt, level_sizes, 5)
+        cls = t["cls"].numpy()
+        np.testing.assert_array_equal(cls >= 0, labels == 0)
+        np.testing.assert_array_equal(cls[cls >= 0], match[labels == 0])      # class id = box index here
+        assert set(np.unique(cls)) <= {-1, 0, 1, 2, 3}                        # no ignore band
+
+
+def test_atss_gives_a_small_box_positives_without_force_match():
+    from detector.targets.anchors import generate_anchors
+
+    anchors = generate_anchors(64, 3, 4, 1, [1.0], 4.0)             # 32 px anchors at stride 8
+    gt = np.array([[20, 20, 31, 31]], np.float32)                   # 11 px: IoU < 0.15 with any anchor
+    iou_cfg = MatchingConfig(force_match=False)
+    t = assign_targets(anchors, gt, np.array([2]), np.array([False]), np.array([1.0]), iou_cfg)
+    assert not (t["cls"].numpy() >= 0).any()
+    atss = MatchingConfig(method="atss", force_match=False)
+    t = assign_targets(anchors, gt, np.array([2]), np.array([False]), np.array([1.0]), atss,
+                       level_sizes=[64, 16])
+    positive = t["cls"].numpy() == 2
+    assert positive.sum() >= 1
+    ctr = (anchors[positive, :2] + anchors[positive, 2:]) / 2
+    assert ((ctr > gt[0, :2]) & (ctr < gt[0, 2:])).all()
