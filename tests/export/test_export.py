@@ -166,7 +166,7 @@ def test_e2e_float_tflite_matches_keras_decode_on_images(setup, float_models):
 
 
 def test_int8_export_report_metadata_and_overlap(setup, float_models, int8_export):
-    from detector.export.converter import op_counts
+    from detector.export.converter import op_counts, quantized_postprocess_tensors
     from detector.export.metadata import REQUIRED_KEYS
     from detector.export.tflite_runner import TFLiteDetector
 
@@ -187,6 +187,8 @@ def test_int8_export_report_metadata_and_overlap(setup, float_models, int8_expor
     counts = op_counts(out.read_bytes())
     assert counts.get("CONV_2D", 0) > 0 and counts.get("QUANTIZE", 0) > 0
     assert not any(k.startswith("Flex") or k == "CUSTOM" for k in counts)
+    # the post-processing is float: no quantized tensor in it, no LOGISTIC (fixed int8 output range)
+    assert not quantized_postprocess_tensors(out.read_bytes()) and "LOGISTIC" not in counts
 
     q, f = TFLiteDetector(out), TFLiteDetector(float_models[1], metadata={})
     assert q.labels == list(cfg.data.classes)
@@ -312,3 +314,27 @@ def test_layer_errors_and_selective_quantization(setup, float_models, monkeypatc
     assert chosen is not None and len(chosen) == 140
     assert [len(s.float_layers) for s in steps] == [0, 1, 2, 3] and steps[-1].accepted
     assert steps[-1].float_layers == ["layer0", "layer1", "layer2"]
+
+
+def test_int8_quantizer_keeps_the_postprocess_float(setup, float_models):
+    """Denylisting the post-processing tensors by name is not enough (ops with fused names,
+    e.g. ``postprocess/TopKV2;postprocess/TopKV21``, are quantized anyway): the quantizer also
+    denylists the op types only the post-processing uses, and refuses a model that still has
+    a quantized tensor there.  A raw-head model has no post-processing to keep."""
+    from detector.export import converter
+
+    tmp, _, _, _, _, batch = setup
+    images = [x[None] for x in batch["images"].numpy()[:4]]
+    quantizer = converter.Int8Quantizer(tmp / "sm_e2e", lambda: iter(images))
+    assert {"TOPK_V2", "GATHER", "NON_MAX_SUPPRESSION_V4"} <= set(quantizer.postprocess_ops)
+    assert not {"CONV_2D", "DEPTHWISE_CONV_2D", "CONCATENATION", "RESHAPE"} & set(quantizer.postprocess_ops)
+    model = quantizer.quantize()
+    assert not converter.quantized_postprocess_tensors(model)
+    assert "CONV_2D" in converter.op_counts(model) and "LOGISTIC" not in converter.op_counts(model)
+    quantizer.postprocess_ops = []          # node names alone: quantized ops slip into the post-processing
+    with pytest.raises(RuntimeError, match="quantized tensor"):
+        quantizer.quantize()
+
+    raw = converter.Int8Quantizer(tmp / "sm_raw", lambda: iter(images))
+    assert raw.postprocess_nodes == [] and raw.postprocess_ops == []
+    assert converter.op_counts(raw.quantize()).get("CONV_2D", 0) > 0
