@@ -93,10 +93,14 @@ def test_float_tflite_raw_head_equals_keras(setup, float_models):
             np.testing.assert_allclose(got[k], ref[k][i].numpy(), atol=1e-4, rtol=0, err_msg=k)
 
 
-@pytest.mark.parametrize("use_grid", [True, False], ids=["anchor_grid", "anchor_table"])
-def test_in_model_postprocess_equals_python_decode_on_random_outputs(setup, use_grid):
+@pytest.mark.parametrize("use_grid,threshold", [(True, None), (False, None), (True, 0.3)],
+                         ids=["anchor_grid", "anchor_table", "threshold_0.3"])
+def test_in_model_postprocess_equals_python_decode_on_random_outputs(setup, use_grid, threshold):
     """Continuous random head outputs (no score ties): the TFLite graph of
-    detector.export.postprocess gives exactly the detections of decode_detections."""
+    detector.export.postprocess gives exactly the detections of decode_detections, also
+    with a score threshold that floors most logits before the top-k (``threshold_0.3``)."""
+    import dataclasses
+
     import tensorflow as tf
 
     from detector.export.postprocess import AnchorGrid, postprocess_single
@@ -104,6 +108,8 @@ def test_in_model_postprocess_equals_python_decode_on_random_outputs(setup, use_
     from detector.model import decode_detections
 
     _, _, cfg, model, _, _ = setup
+    if threshold is not None:
+        cfg = dataclasses.replace(cfg, eval=dataclasses.replace(cfg.eval, score_threshold=threshold))
     anchors = model.anchors()
     n, c = anchors.shape[0], cfg.num_classes
     sf, size = cfg.model.box_scale_factors, cfg.data.image_size
@@ -120,7 +126,7 @@ def test_in_model_postprocess_equals_python_decode_on_random_outputs(setup, use_
 
     module = tf.Module()
     module.fn = fn
-    saved = setup[0] / f"sm_postprocess_only_{use_grid}"
+    saved = setup[0] / f"sm_postprocess_only_{use_grid}_{threshold}"
     tf.saved_model.save(module, str(saved), signatures={"serving_default": fn})
     conv = tf.lite.TFLiteConverter.from_saved_model(str(saved))
     conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
