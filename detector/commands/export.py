@@ -153,9 +153,9 @@ def export(model, cfg, output: Path, *, precision: str = "int8", postprocess: st
         t0 = time.perf_counter()
         calib = calibration_set(cfg, calibration_images, calibration_seed)
         calib_info = calib.describe()
-        quantizer = converter.Int8Quantizer(saved, calib.batches)
-        keep_float = converter.postprocess_nodes(quantizer.calibrated_model) if postprocess == "inside" else []
-        out_bytes = quantizer.quantize(denylisted_nodes=keep_float)
+        quantizer = converter.Int8Quantizer(saved, calib.batches)   # keeps the post-processing float
+        keep_float = quantizer.postprocess_nodes
+        out_bytes = quantizer.quantize()
         _log(f"calibrated on {len(calib)} training images (seed {calibration_seed}) and quantized in "
              f"{time.perf_counter() - t0:.1f} s")
         quant_info = {"weights": "int8 symmetric, per output channel (conv / depthwise conv)",

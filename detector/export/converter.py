@@ -19,10 +19,20 @@ calibration runs once and selective quantization can re-quantize cheaply:
    ops without an int8 kernel (e.g. ``NON_MAX_SUPPRESSION_V4``) run in float behind a
    ``DEQUANTIZE``.  Input and outputs keep their float32 / int32 types.
 
-With the post-processing inside, :func:`postprocess_nodes` lists its tensors; they are
-denylisted by default, so decode, top-k, NMS and the gathers run in float on the
+With the post-processing inside, :class:`Int8Quantizer` keeps it in float in every
+model it quantizes, so decode, top-k, NMS and the gathers run in float on the
 dequantized head outputs (quantizing them would put the anchors, the decoded pixel
-boxes and the output tensors on an 8-bit grid).
+boxes and the output tensors on an 8-bit grid).  Its tensors (:func:`postprocess_nodes`)
+are not enough as ``denylisted_nodes``: the MLIR quantizer does not match ops whose
+location is fused (tensor names such as ``postprocess/GatherV2_4;``,
+``postprocess/TopKV2;postprocess/TopKV21``), and quantized ``TOPK_V2`` / ``GATHER`` /
+``UNPACK`` then slip in (top-k on int8 scores, the candidates' box codes re-quantized
+after their gather).  So the op types that only the post-processing uses
+(:func:`postprocess_ops`) are denylisted by type as well, and :meth:`Int8Quantizer.quantize`
+raises when a quantized tensor is left in the post-processing
+(:func:`quantized_postprocess_tensors`; ``LOGISTIC``, whose fixed int8 output range
+survives the denylist, is avoided in :mod:`detector.export.postprocess`).  On the default
+model this took INT8 from -0.77 to -0.06 AP points vs float (docs/benchmarks.md section 9).
 """
 
 from __future__ import annotations
@@ -81,16 +91,29 @@ class Int8Quantizer:
         with warnings.catch_warnings():   # calibration runs tf.lite.Interpreter, which warns it is deprecated
             warnings.simplefilter("ignore", UserWarning)
             self.calibrated_model: bytes = conv.convert()
+        # the in-model post-processing (empty for a raw-head model), kept float by quantize()
+        self.postprocess_nodes: list[str] = postprocess_nodes(self.calibrated_model)
+        self.postprocess_ops: list[str] = postprocess_ops(self.calibrated_model)
 
     def quantize(self, denylisted_nodes: Sequence[str] = (), denylisted_ops: Sequence[str] = (),
                  debug: bool = False) -> bytes:
-        """INT8 model bytes; ``debug=True`` adds NumericVerify ops (for the per-layer analysis only)."""
+        """INT8 model bytes; ``debug=True`` adds NumericVerify ops (for the per-layer analysis only).
+
+        The post-processing (if any) is always kept in float, on top of ``denylisted_*``;
+        ``RuntimeError`` if a quantized tensor is left in it anyway.
+        """
         from tensorflow.lite.python import convert
 
-        return convert.mlir_quantize(self.calibrated_model, disable_per_channel=False, fully_quantize=False,
-                                     enable_numeric_verify=debug,
-                                     denylisted_ops=list(denylisted_ops) or None,
-                                     denylisted_nodes=list(denylisted_nodes) or None)
+        nodes = list(dict.fromkeys([*self.postprocess_nodes, *denylisted_nodes]))
+        ops = list(dict.fromkeys([*self.postprocess_ops, *denylisted_ops]))
+        model = convert.mlir_quantize(self.calibrated_model, disable_per_channel=False, fully_quantize=False,
+                                      enable_numeric_verify=debug, denylisted_ops=ops or None,
+                                      denylisted_nodes=nodes or None)
+        leaked = quantized_postprocess_tensors(model)
+        if leaked:
+            raise RuntimeError(f"INT8 quantization left {len(leaked)} quantized tensor(s) in the float "
+                               f"post-processing: {leaked[:5]}")
+        return model
 
 
 def tensor_names(model_content: bytes) -> list[str]:
@@ -101,10 +124,47 @@ def tensor_names(model_content: bytes) -> list[str]:
     return [t["name"] for t in interp.get_tensor_details()]
 
 
+def _has_postprocess(names: Iterable[str]) -> bool:
+    from detector.export.graph import POSTPROCESS_SCOPE
+
+    return any(n.startswith(f"{POSTPROCESS_SCOPE}/") for n in names)
+
+
 def postprocess_nodes(model_content: bytes) -> list[str]:
     """Tensors of the in-model post-processing (name scope ``postprocess/``) and the graph
-    outputs (``StatefulPartitionedCall:*``) of a (calibrated) model."""
-    return [n for n in tensor_names(model_content) if is_postprocess_node(n)]
+    outputs (``StatefulPartitionedCall:*``) of a (calibrated) model; empty for a raw-head model."""
+    names = tensor_names(model_content)
+    return [n for n in names if is_postprocess_node(n)] if _has_postprocess(names) else []
+
+
+def postprocess_ops(model_content: bytes) -> list[str]:
+    """Builtin op types (e.g. ``TOPK_V2``, ``GATHER``) of the in-model post-processing that
+    the network body does not use, so that ``denylisted_ops`` can keep them float without
+    touching the body; empty for a raw-head model."""
+    from detector.export.tflite_runner import make_interpreter
+
+    interp = make_interpreter(model_content=model_content, num_threads=1, xnnpack=False)
+    names = {t["index"]: t["name"] for t in interp.get_tensor_details()}
+    if not _has_postprocess(names.values()):
+        return []
+    post, body = set(), set()
+    for op in interp._get_ops_details():  # noqa: SLF001
+        outs = [names[i] for i in op["outputs"] if i >= 0]
+        (post if outs and all(is_postprocess_node(n) for n in outs) else body).add(op["op_name"])
+    return sorted(post - body)
+
+
+def quantized_postprocess_tensors(model_content: bytes) -> list[str]:
+    """Names of the int8 / uint8 / int16 tensors of the in-model post-processing (should be
+    none); empty for a raw-head model (whose int8 outputs are dequantized as graph outputs)."""
+    from detector.export.tflite_runner import make_interpreter
+
+    interp = make_interpreter(model_content=model_content, num_threads=1, xnnpack=False)
+    details = interp.get_tensor_details()
+    if not _has_postprocess(t["name"] for t in details):
+        return []
+    return [t["name"] for t in details
+            if is_postprocess_node(t["name"]) and np.dtype(t["dtype"]) in (np.int8, np.uint8, np.int16)]
 
 
 def is_postprocess_node(name: str) -> bool:

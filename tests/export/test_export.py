@@ -93,10 +93,14 @@ def test_float_tflite_raw_head_equals_keras(setup, float_models):
             np.testing.assert_allclose(got[k], ref[k][i].numpy(), atol=1e-4, rtol=0, err_msg=k)
 
 
-@pytest.mark.parametrize("use_grid", [True, False], ids=["anchor_grid", "anchor_table"])
-def test_in_model_postprocess_equals_python_decode_on_random_outputs(setup, use_grid):
+@pytest.mark.parametrize("use_grid,threshold", [(True, None), (False, None), (True, 0.3)],
+                         ids=["anchor_grid", "anchor_table", "threshold_0.3"])
+def test_in_model_postprocess_equals_python_decode_on_random_outputs(setup, use_grid, threshold):
     """Continuous random head outputs (no score ties): the TFLite graph of
-    detector.export.postprocess gives exactly the detections of decode_detections."""
+    detector.export.postprocess gives exactly the detections of decode_detections, also
+    with a score threshold that floors most logits before the top-k (``threshold_0.3``)."""
+    import dataclasses
+
     import tensorflow as tf
 
     from detector.export.postprocess import AnchorGrid, postprocess_single
@@ -104,6 +108,8 @@ def test_in_model_postprocess_equals_python_decode_on_random_outputs(setup, use_
     from detector.model import decode_detections
 
     _, _, cfg, model, _, _ = setup
+    if threshold is not None:
+        cfg = dataclasses.replace(cfg, eval=dataclasses.replace(cfg.eval, score_threshold=threshold))
     anchors = model.anchors()
     n, c = anchors.shape[0], cfg.num_classes
     sf, size = cfg.model.box_scale_factors, cfg.data.image_size
@@ -120,7 +126,7 @@ def test_in_model_postprocess_equals_python_decode_on_random_outputs(setup, use_
 
     module = tf.Module()
     module.fn = fn
-    saved = setup[0] / f"sm_postprocess_only_{use_grid}"
+    saved = setup[0] / f"sm_postprocess_only_{use_grid}_{threshold}"
     tf.saved_model.save(module, str(saved), signatures={"serving_default": fn})
     conv = tf.lite.TFLiteConverter.from_saved_model(str(saved))
     conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
@@ -166,7 +172,7 @@ def test_e2e_float_tflite_matches_keras_decode_on_images(setup, float_models):
 
 
 def test_int8_export_report_metadata_and_overlap(setup, float_models, int8_export):
-    from detector.export.converter import op_counts
+    from detector.export.converter import op_counts, quantized_postprocess_tensors
     from detector.export.metadata import REQUIRED_KEYS
     from detector.export.tflite_runner import TFLiteDetector
 
@@ -187,6 +193,8 @@ def test_int8_export_report_metadata_and_overlap(setup, float_models, int8_expor
     counts = op_counts(out.read_bytes())
     assert counts.get("CONV_2D", 0) > 0 and counts.get("QUANTIZE", 0) > 0
     assert not any(k.startswith("Flex") or k == "CUSTOM" for k in counts)
+    # the post-processing is float: no quantized tensor in it, no LOGISTIC (fixed int8 output range)
+    assert not quantized_postprocess_tensors(out.read_bytes()) and "LOGISTIC" not in counts
 
     q, f = TFLiteDetector(out), TFLiteDetector(float_models[1], metadata={})
     assert q.labels == list(cfg.data.classes)
@@ -312,3 +320,27 @@ def test_layer_errors_and_selective_quantization(setup, float_models, monkeypatc
     assert chosen is not None and len(chosen) == 140
     assert [len(s.float_layers) for s in steps] == [0, 1, 2, 3] and steps[-1].accepted
     assert steps[-1].float_layers == ["layer0", "layer1", "layer2"]
+
+
+def test_int8_quantizer_keeps_the_postprocess_float(setup, float_models):
+    """Denylisting the post-processing tensors by name is not enough (ops with fused names,
+    e.g. ``postprocess/TopKV2;postprocess/TopKV21``, are quantized anyway): the quantizer also
+    denylists the op types only the post-processing uses, and refuses a model that still has
+    a quantized tensor there.  A raw-head model has no post-processing to keep."""
+    from detector.export import converter
+
+    tmp, _, _, _, _, batch = setup
+    images = [x[None] for x in batch["images"].numpy()[:4]]
+    quantizer = converter.Int8Quantizer(tmp / "sm_e2e", lambda: iter(images))
+    assert {"TOPK_V2", "GATHER", "NON_MAX_SUPPRESSION_V4"} <= set(quantizer.postprocess_ops)
+    assert not {"CONV_2D", "DEPTHWISE_CONV_2D", "CONCATENATION", "RESHAPE"} & set(quantizer.postprocess_ops)
+    model = quantizer.quantize()
+    assert not converter.quantized_postprocess_tensors(model)
+    assert "CONV_2D" in converter.op_counts(model) and "LOGISTIC" not in converter.op_counts(model)
+    quantizer.postprocess_ops = []          # node names alone: quantized ops slip into the post-processing
+    with pytest.raises(RuntimeError, match="quantized tensor"):
+        quantizer.quantize()
+
+    raw = converter.Int8Quantizer(tmp / "sm_raw", lambda: iter(images))
+    assert raw.postprocess_nodes == [] and raw.postprocess_ops == []
+    assert converter.op_counts(raw.quantize()).get("CONV_2D", 0) > 0
