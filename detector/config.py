@@ -54,7 +54,7 @@ class SyntheticConfig:
 class AugmentConfig:
     """Training-time augmentation (never applied to the val split)."""
 
-    backend: Literal["albumentations", "tf", "none"] = "albumentations"  # tf: no Python in the pipeline (TPU hosts)
+    backend: Literal["albumentations", "tf", "none"] = "albumentations"  # tf: no Python, 2x faster (no EXIF rotation)
     hflip: float = 0.5                         # probability of a horizontal flip
     scale: tuple[float, float] = (0.75, 1.25)  # random rescale range, then crop/pad
     crop_prob: float = 0.5                     # probability of a box-safe random crop
