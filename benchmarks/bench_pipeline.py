@@ -39,7 +39,7 @@ def settings(voc_root: str | None) -> dict[str, list[str]]:
     if voc_root:
         out["coco_small-384"] = ["--config", "coco_small.yaml", "--set", "data.source=voc",
                                  "--set", f"data.voc_root={voc_root}", "--set", "data.classes=[raccoon]",
-                                 "--set", "model.backbone.weights=null"]
+                                 "--set", "data.val_split=val", "--set", "model.backbone.weights=null"]
     return out
 
 
