@@ -193,13 +193,16 @@ def sharded_train_dataset_fn(cfg: Config) -> Callable[[int, int, int, tf.distrib
 
 
 def check_multi_worker(cfg: Config) -> None:
-    """Refuse what would make the workers' shards overlap or miss images."""
+    """Refuse what would make the workers' shards overlap or miss images.
+
+    File sources shard the file list before anything random happens (each worker then
+    draws the repeat factors of its own images), so any ``data.seed`` works; tfds shards
+    the record stream after its file shuffle, which needs the same seed on every worker."""
     d = cfg.data
-    if d.seed is None and (d.source == "tfds" or d.repeat_factor_threshold > 0):
-        what = "tfds shuffles its files" if d.source == "tfds" else "repeat factors draw the repeats"
-        raise ConfigError(f"data.seed: null with distribute.strategy=multi_worker: {what} with a "
-                          "different random order on every worker, so the workers' shards would overlap "
-                          "and miss images; set data.seed to an integer")
+    if d.seed is None and d.source == "tfds":
+        raise ConfigError("data.seed: null with distribute.strategy=multi_worker: tfds shuffles its files "
+                          "with a different random order on every worker, so the workers' shards would "
+                          "overlap and miss images; set data.seed to an integer")
 
 
 def steps_per_epoch(cfg: Config, num_train: int | None) -> int:

@@ -207,5 +207,7 @@ def test_multi_worker_refuses_a_null_seed_where_shards_would_overlap(tmp_path):
     from detector.training.detector_task import check_multi_worker
 
     check_multi_worker(_cfg(tmp_path, "data.seed=null"))   # file sources: sharded file list, fine
+    # repeat factors too: each worker draws the repeats of its own images only
+    check_multi_worker(_cfg(tmp_path, "data.seed=null", "data.repeat_factor_threshold=0.1"))
     with pytest.raises(ConfigError, match="data.seed"):
-        check_multi_worker(_cfg(tmp_path, "data.seed=null", "data.repeat_factor_threshold=0.1"))
+        check_multi_worker(_cfg(tmp_path, "data.seed=null", "data.source=tfds", "data.tfds_name=coco/2017"))
