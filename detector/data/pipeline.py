@@ -28,7 +28,8 @@ started at.  ``skip_steps`` (a resumed run) skips records, not batches: the skip
 images are never decoded.  Encoded image bytes are cached in memory
 (``data.cache_images``, file sources): the pipeline reads every image of its split (or
 shard) once, in one pass before the first batch, and every epoch reads the cache.
-Without ``epochs`` the stream is one endless epoch with data seed ``data.seed``.
+Without ``epochs`` the stream is one endless epoch with data seed ``data.seed`` (its
+cache fills during the first pass).
 With an ``input_context`` of several input pipelines (one per worker), the FILE LIST
 is sharded before anything is read or decoded: pipeline ``i`` of ``n`` takes images
 ``i, i+n, i+2n, ...`` of the fixed source order, and batches are per-replica
@@ -251,7 +252,10 @@ def _training_stream(cfg: Config, one_pass, fill, process, epochs: Epochs | None
             return tf.stack([epoch_seed(base, e), skipped, size - skipped])
 
         starts = tf.data.Dataset.range(first, 2 ** 62).map(start)
-    if fill is not None:   # read every image into the cache first, in one complete pass
+    # Read every image into the cache first, in one complete pass: tf.data keeps an in-memory
+    # cache only once a pass over it ends, and an epoch may stop inside a pass.  (The endless
+    # stream without epochs completes its first pass by itself, if read that far.)
+    if fill is not None and epochs is not None:
         nothing = fill.filter(lambda e: tf.constant(False))
         starts = nothing.map(lambda _: tf.zeros([3], tf.int64)).concatenate(starts)
     return starts.flat_map(lambda t: epoch_elements(t[0], t[1], t[2]))
