@@ -153,7 +153,8 @@ def test_sync_batchnorm_two_replicas_match_one_device(tmp_path, two_replica_stra
     cfg_local = _cfg(tmp_path, *opt)
     local_loss, _, _ = _train_steps(cfg_local, two_replica_strategy, init, steps=1)
     assert abs(two_loss[0] - one_loss[0]) <= 1e-6 * abs(one_loss[0])     # sync: step 1 identical
-    assert abs(local_loss[0] - one_loss[0]) > 1e-5 * abs(one_loss[0])    # measured: 8e-5 relative
+    # measured: 8e-6 relative (sync: 1e-7); how far apart depends on the first batch's images
+    assert abs(local_loss[0] - one_loss[0]) > 3e-6 * abs(one_loss[0])
 
 
 def test_evaluator_two_replicas_equal_one_device(tmp_path, two_replica_strategy):
