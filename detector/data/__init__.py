@@ -3,7 +3,8 @@ tf.data input pipeline.
 
 Public API::
 
-    make_dataset(cfg, split, training, stats=None, batch_size=None) -> tf.data.Dataset
+    make_dataset(cfg, split, training, stats=None, batch_size=None, ...,
+                 epochs=None) -> tf.data.Dataset   # epochs: pipeline.Epochs (training runs)
     dataset_info(cfg) -> DatasetInfo
     PipelineStats   # skip / drop counters filled by the pipeline
 

@@ -15,6 +15,21 @@ data.image_size, ``N`` anchors, ``M`` = data.max_boxes), all shapes static::
 Training: shuffled, repeated forever, augmented, ``valid`` all True.  With
 ``with_gt=False`` (what the trainer uses) a batch is only ``{"images", "targets"}``:
 no float64/int64/bool tensors go to the accelerator (TPU-supported dtypes only).
+
+Training epochs (``epochs=Epochs(steps_per_epoch, start, skip_steps)``, what the
+trainer uses): ONE pipeline yields epochs ``start, start + 1, ...`` back to back, each
+exactly ``steps_per_epoch`` steps of batches and never mixed with the next (an epoch is
+its own sub-stream of that many elements, after unreadable images are dropped).  Epoch
+``e`` uses the data seed ``epoch_seed(data.seed, e)`` for everything random: the
+repeat-factor draws, the shuffle (keyed by that seed and ``train.seed``; reshuffled
+for each pass when an epoch is longer than the split) and each image's augmentation
+(its position in the epoch), so its batches are the same whichever epoch the pipeline
+started at.  ``skip_steps`` (a resumed run) skips records, not batches: the skipped
+images are never decoded.  Encoded image bytes are cached in memory
+(``data.cache_images``, file sources): the pipeline reads every image of its split (or
+shard) once, in one pass before the first batch, and every epoch reads the cache.
+Without ``epochs`` the stream is one endless epoch with data seed ``data.seed`` (its
+cache fills during the first pass).
 With an ``input_context`` of several input pipelines (one per worker), the FILE LIST
 is sharded before anything is read or decoded: pipeline ``i`` of ``n`` takes images
 ``i, i+n, i+2n, ...`` of the fixed source order, and batches are per-replica
@@ -34,6 +49,7 @@ reproducible regardless of thread scheduling.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import tensorflow as tf
@@ -42,7 +58,8 @@ from detector.config import Config
 from detector.data import augment_tf
 from detector.data.augment import NO_READABLE_IMAGES, OUTPUT_DTYPES, Processor
 from detector.data.records import PipelineStats
-from detector.data.sources import load_records, source_dataset
+from detector.data.sampling import epoch_repeat_counts
+from detector.data.sources import load_records, repeat_factors, source_dataset
 from detector.targets.anchors import anchors_for_config, level_sizes
 from detector.targets.assign import IGNORE, assign_targets
 
@@ -157,51 +174,150 @@ def check_split_readable(cfg: Config, split: str) -> None:
                         f"decoded (first: {records[0].image})")
 
 
+@dataclass(frozen=True)
+class Epochs:
+    """Which training batches :func:`make_dataset` yields: epochs ``start``, ``start + 1``, ...
+    (without end) of ``steps_per_epoch`` train steps each, leaving out the first
+    ``skip_steps`` steps of epoch ``start`` (where a resumed run continues)."""
+    steps_per_epoch: int
+    start: int = 0
+    skip_steps: int = 0
+
+    def __post_init__(self):
+        if self.steps_per_epoch < 1 or self.start < 0 or not 0 <= self.skip_steps < self.steps_per_epoch:
+            raise ValueError(f"invalid {self}")
+
+
+def epoch_seed(seed, epoch):
+    """The data seed of ``epoch``: depends only on (seed, epoch); Python ints or int64 tensors."""
+    return (seed * 1_000_003 + epoch) % (2 ** 31 - 1)
+
+
+def _training_source(cfg: Config, split: str, shard):
+    """``(dataset to probe, number of images, dataset to fill the cache or None, one_pass)``.
+
+    ``one_pass(seed)`` (``seed`` an int64 tensor: the epoch's data seed) gives one pass over
+    this pipeline's images before shuffling: file sources in file order from the
+    in-memory cache (``data.cache_images``), each image repeated by its repeat factor drawn
+    from ``seed``; tfds reads its files in an order shuffled by ``seed``.
+    """
+    d = cfg.data
+    if d.source == "tfds":
+        probe, num_images = source_dataset(cfg, split, True, shard=shard)
+        return probe, num_images, None, lambda seed: source_dataset(cfg, split, True, shard=shard, seed=seed)[0]
+    probe, num_images = source_dataset(cfg, split, True, shard=shard)
+    ds, fill = probe, None
+    if d.cache_images:
+        ds = fill = ds.cache()  # encoded bytes only: filled once, then every pass of every epoch reads memory
+    factors = repeat_factors(cfg, split)
+    if factors is None:
+        return probe, num_images, fill, lambda seed: ds
+
+    def one_pass(seed):
+        counts = epoch_repeat_counts(factors, seed)   # drawn for all images: the same on every worker
+        if shard is not None and shard[0] > 1:
+            counts = counts[shard[1]::shard[0]]
+        return tf.data.Dataset.zip((ds, tf.data.Dataset.from_tensor_slices(counts))).flat_map(
+            lambda e, k: tf.data.Dataset.from_tensors(e).repeat(k))
+
+    return probe, num_images, fill, one_pass
+
+
+def _training_stream(cfg: Config, one_pass, fill, process, epochs: Epochs | None, per_step: int) -> tf.data.Dataset:
+    """The processed training elements of all epochs in sequence (see :func:`make_dataset`)."""
+    d = cfg.data
+    # data.seed null: a fresh seed per pipeline (not reproducible), used as a seed would be
+    base = d.seed if d.seed is not None else int(tf.random.uniform([], 0, 2 ** 31 - 1, tf.int64))
+    graph_seed = cfg.train.seed % (2 ** 31 - 1) + 1   # never 0: a 0 graph seed rejects tensor op seeds
+
+    def epoch_elements(seed, skip, take):
+        # This function graph's seed only (the process-wide seed is untouched): the shuffles
+        # are keyed by (train.seed, the epoch's data seed), whatever ran before.
+        tf.random.set_seed(graph_seed)
+        ds = one_pass(seed)
+        if d.shuffle_buffer > 0:
+            ds = ds.shuffle(d.shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
+        # Skipping here, at the record level, spares decoding and augmenting the skipped images;
+        # the position i still counts them, so the rest get the same per-image seeds.
+        ds = ds.repeat().enumerate().skip(skip)
+        return process(ds, seed * 1_000_003).take(take)
+
+    if epochs is None:   # one endless epoch with data seed data.seed
+        starts = tf.data.Dataset.from_tensors(tf.constant([base, 0, -1], tf.int64))
+    else:
+        first = epochs.start
+        size, skip = epochs.steps_per_epoch * per_step, epochs.skip_steps * per_step
+
+        def start(e):   # (data seed, records to skip, elements to take) of epoch e
+            skipped = tf.cast(tf.equal(e, first), tf.int64) * skip
+            return tf.stack([epoch_seed(base, e), skipped, size - skipped])
+
+        starts = tf.data.Dataset.range(first, 2 ** 62).map(start)
+    # Read every image into the cache first, in one complete pass: tf.data keeps an in-memory
+    # cache only once a pass over it ends, and an epoch may stop inside a pass.  (The endless
+    # stream without epochs completes its first pass by itself, if read that far.)
+    if fill is not None and epochs is not None:
+        nothing = fill.filter(lambda e: tf.constant(False))
+        starts = nothing.map(lambda _: tf.zeros([3], tf.int64)).concatenate(starts)
+    return starts.flat_map(lambda t: epoch_elements(t[0], t[1], t[2]))
+
+
 def make_dataset(cfg: Config, split: str, training: bool, stats: PipelineStats | None = None,
                  batch_size: int | None = None, with_gt: bool = True,
-                 input_context: tf.distribute.InputContext | None = None) -> tf.data.Dataset:
+                 input_context: tf.distribute.InputContext | None = None,
+                 epochs: Epochs | None = None) -> tf.data.Dataset:
     """Batched dataset of ``split`` ("train" or "val"); see the module docstring.
 
     ``stats`` (optional) receives the skip/drop counters; ``batch_size`` overrides the
     config's (e.g. a per-replica size).  ``with_gt=False`` (training only) leaves out
     ``gt``; ``input_context``: shard the source and batch per replica (multi-worker).
+    ``epochs`` (training only): yield those epochs in sequence, each exactly
+    ``steps_per_epoch`` steps of batches (with an ``input_context``: the pipeline's
+    replicas' batches of each step); None: one endless stream seeded by ``data.seed``.
     """
     if not with_gt and not training:
         raise ValueError("with_gt=False is for training batches; evaluation needs the ground truth")
+    if epochs is not None and not training:
+        raise ValueError("epochs is for training; evaluation yields the split once")
     d = cfg.data
     stats = stats if stats is not None else PipelineStats()
     batch = batch_size or (cfg.train.batch_size if training else cfg.eval.batch_size)
     parallel = tf.data.AUTOTUNE if d.num_parallel_calls == -1 else d.num_parallel_calls
-    # Order-preserving parallel maps keep epochs apart: a non-deterministic map lets an image of
-    # the next pass overtake a slow one of this pass, so a worker's epoch could repeat one image
-    # and miss another.  Sharded (multi-worker) input keeps them apart even without a seed.
+    # Order-preserving parallel maps keep the passes of an epoch apart: a non-deterministic map
+    # lets an image of the next pass overtake a slow one of this pass, so a worker's epoch could
+    # repeat one image and miss another.  Sharded (multi-worker) input keeps them apart even
+    # without a seed.  (Epochs are kept apart by construction: each is its own stream.)
     deterministic = d.seed is not None or input_context is not None
-    shard = None
+    shard, replicas = None, 1
     if input_context is not None:
         shard = (input_context.num_input_pipelines, input_context.input_pipeline_id)
         batch = input_context.get_per_replica_batch_size(batch)
-    ds, num_images = source_dataset(cfg, split, training, shard=shard)
+        replicas = input_context.num_replicas_in_sync // input_context.num_input_pipelines
+    if training:
+        ds, num_images, fill, one_pass = _training_source(cfg, split, shard)
+    else:
+        ds, num_images = source_dataset(cfg, split, training, shard=shard)
     python_free = d.augment.backend in ("tf", "none")
     if training and python_free:
         _check_one_image_decodes(ds, split, num_images)
-    if d.cache_images and d.source != "tfds":
-        ds = ds.cache()  # encoded bytes only: small, and spares re-reading every epoch
-    if training:
-        if d.shuffle_buffer > 0:
-            ds = ds.shuffle(d.shuffle_buffer, seed=d.seed, reshuffle_each_iteration=True)
-        ds = ds.repeat()
     step = (_tf_step(d, training) if python_free
             else _numpy_step(Processor(d, training, stats, num_images if training else None), d))
-    # Element position (global over epochs) seeds the per-image randomness.
-    seed_base = (d.seed if d.seed is not None else tf.random.uniform([], 0, 2**31, tf.int64).numpy()) * 1_000_003
-    ds = ds.enumerate().map(lambda i, e: dict(step(e, seed_base + i), image_id=e["image_id"]),
-                            num_parallel_calls=parallel, deterministic=deterministic)
-    if python_free:
-        ds = ds.ignore_errors(log_warning=True)
+
+    def process(ds: tf.data.Dataset, seed_base) -> tf.data.Dataset:
+        """(position i, canonical element) -> network input and targets; unreadable images dropped.
+        The element's position seeds its randomness (``seed_base + i``)."""
+        ds = ds.map(lambda i, e: dict(step(e, seed_base + i), image_id=e["image_id"]),
+                    num_parallel_calls=parallel, deterministic=deterministic)
+        if python_free:
+            ds = ds.ignore_errors(log_warning=True)
+        else:
+            ds = ds.filter(lambda e: e["ok"])
+        return ds.map(_targets_step(cfg, with_gt), num_parallel_calls=parallel, deterministic=deterministic)
+
+    if training:
+        ds = _training_stream(cfg, one_pass, fill, process, epochs, batch * replicas)
     else:
-        ds = ds.filter(lambda e: e["ok"])
-    ds = ds.map(_targets_step(cfg, with_gt), num_parallel_calls=parallel, deterministic=deterministic)
-    if not training:
+        ds = process(ds.enumerate(), 0)
         # B-1 padding elements then drop_remainder: every image once, no all-padding batch.
         ds = ds.concatenate(_padding(ds.element_spec).repeat(batch - 1))
     ds = ds.batch(batch, drop_remainder=True)

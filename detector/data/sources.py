@@ -25,7 +25,7 @@ import tensorflow as tf
 from detector.config import Config
 from detector.data.coco_json import load_coco_json
 from detector.data.records import DatasetInfo, ImageRecord, count_degenerate, write_coco_gt
-from detector.data.sampling import repeat_records
+from detector.data.sampling import record_repeat_factors
 from detector.data.voc import load_voc
 from detector.errors import UserError
 
@@ -41,9 +41,9 @@ def _split_name(cfg, split: str) -> str:
 def load_records(cfg: Config, split: str) -> tuple[list[ImageRecord], dict]:
     """Records of a file-based source (synthetic, coco_json, voc) for ``split``.
 
-    Parsed once per process and data config: the trainer rebuilds its dataset every
-    epoch (with a per-epoch ``data.seed``), which would otherwise re-read the
-    annotation file each time (seconds for COCO-sized JSON).  With ``data.max_images =
+    Parsed once per process and data config (``data.seed`` aside): the training and
+    evaluation pipelines, inspection and the anchor report all ask for them, and a
+    COCO-sized JSON takes seconds to parse.  With ``data.max_images =
     N`` a fixed random subset of N images (drawn with ``data.max_images_seed``, kept in
     file order) stands for the split; ``notes["subset"]`` is then True.
     """
@@ -224,26 +224,36 @@ def records_dataset(records: list[ImageRecord]) -> tf.data.Dataset:
     return ds.map(read, num_parallel_calls=tf.data.AUTOTUNE)
 
 
-def source_dataset(cfg: Config, split: str, training: bool,
-                   shard: tuple[int, int] | None = None) -> tuple[tf.data.Dataset, int | None]:
-    """``(dataset of canonical elements, number of images or None)`` in a fixed order.
+def source_dataset(cfg: Config, split: str, training: bool, shard: tuple[int, int] | None = None,
+                   seed=None) -> tuple[tf.data.Dataset, int | None]:
+    """``(dataset of canonical elements, number of images or None)``: one pass over the split.
 
-    ``shard=(count, index)``: only images ``index, index+count, ...`` of that order (one
-    worker's share); file sources slice the file list, so the others are never read.
+    File sources: every image once, in the fixed file order (repeat-factor sampling is
+    the training pipeline's, per epoch: :func:`repeat_factors`).  tfds: training reads
+    the files in an order shuffled by ``seed`` (an int or an int64 scalar tensor, e.g. an
+    epoch's data seed; default ``data.seed``).  ``shard=(count, index)``: only images
+    ``index, index+count, ...`` of that order (one worker's share); file sources slice
+    the file list, so the others are never read.
     """
     if cfg.data.source == "tfds":
         from detector.data.tfds_source import tfds_dataset
 
-        ds, size = tfds_dataset(cfg, _split_name(cfg, split), training)
+        ds, size = tfds_dataset(cfg, _split_name(cfg, split), training, seed=seed)
         if shard is not None and shard[0] > 1:   # image bytes are not decoded yet
             ds = ds.shard(*shard)
         return ds, size
     records, _ = load_records(cfg, split)
     if not records:
         raise UserError(f"data.source {cfg.data.source}: the {split} split has no readable images")
-    if training and cfg.data.repeat_factor_threshold > 0:
-        records = repeat_records(records, len(cfg.data.classes), cfg.data.repeat_factor_threshold,
-                                 cfg.data.seed)
     if shard is not None and shard[0] > 1:
         records = records[shard[1]::shard[0]]
     return records_dataset(records), len(records)
+
+
+def repeat_factors(cfg: Config, split: str) -> np.ndarray | None:
+    """Repeat factors ``r_i`` of every image of a file-based ``split`` in file order (before
+    any sharding), or None when ``data.repeat_factor_threshold`` is 0 (or for tfds)."""
+    if cfg.data.repeat_factor_threshold <= 0 or cfg.data.source == "tfds":
+        return None
+    records, _ = load_records(cfg, split)
+    return record_repeat_factors(records, len(cfg.data.classes), cfg.data.repeat_factor_threshold)

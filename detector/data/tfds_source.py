@@ -190,15 +190,19 @@ def to_canonical(example: dict, family: str, mapping: Sequence[int]) -> dict:
             "depth": tf.boolean_mask(depth, keep)}
 
 
-def tfds_dataset(cfg: Config, split: str, training: bool) -> tuple[tf.data.Dataset, int | None]:
-    """Canonical elements of a tfds split, and its size (None if unknown)."""
+def tfds_dataset(cfg: Config, split: str, training: bool, seed=None) -> tuple[tf.data.Dataset, int | None]:
+    """Canonical elements of a tfds split, and its size (None if unknown).
+
+    Training shuffles the files with ``seed``: an int, an int64 scalar tensor (built
+    inside a dataset function: a per-epoch seed), or None for ``data.seed``."""
     import tensorflow_datasets as tfds
 
     family = _family(cfg.data.tfds_name)
     builder = _builder(cfg)   # (not ensure_prepared: tfds.testing.mock_data builders are unprepared)
     names = builder.info.features["objects"][_FAMILIES[family]].names
     mapping = label_mapping(names, cfg.data.classes, cfg.data.unknown_classes, cfg.data.tfds_name)
-    read_config = tfds.ReadConfig(shuffle_seed=cfg.data.seed) if cfg.data.seed is not None else None
+    seed = cfg.data.seed if seed is None else seed
+    read_config = tfds.ReadConfig(shuffle_seed=seed) if seed is not None else None
     try:
         ds = builder.as_dataset(split=split_arg(cfg, split), shuffle_files=training, read_config=read_config,
                                 decoders={"image": tfds.decode.SkipDecoding()})

@@ -8,10 +8,16 @@ Training batch structure (detector.data, ``with_gt=False``): ``{"images" [B,S,S,
 the model sees ``images``, :class:`~detector.losses.DetectionLoss` (the model's
 ``detection_loss``) sees ``targets`` and the GLOBAL positive-anchor count.
 
-Input under distribution: one device or MirroredStrategy: one pipeline of GLOBAL
-batches (``train.batch_size``), split over the replicas.  MultiWorkerMirroredStrategy:
-each worker builds its own pipeline over its shard of the file list (sharded before
-reading), batched per replica (``train.batch_size / replicas``).
+Input: one ``tf.data`` pipeline per ``fit`` yields the batches of all its epochs in
+sequence (:func:`detector.data.make_dataset` with :class:`~detector.data.pipeline.Epochs`):
+epoch ``e`` is ``steps_per_epoch`` batches whose images, order, repeats and
+augmentation depend only on (``data.seed``, ``e``) (and ``train.seed`` for the
+shuffle), whichever epoch the pipeline started at; a resumed run starts it at its epoch
+and skips the trained part at the record level, before decoding.  Under distribution:
+one device or MirroredStrategy: one pipeline of GLOBAL batches (``train.batch_size``),
+split over the replicas.  MultiWorkerMirroredStrategy: each worker builds its own
+pipeline over its shard of the file list (sharded before reading), batched per replica
+(``train.batch_size / replicas``).
 
 Besides the losses, every train step updates two anchor-level metrics of the
 classification head (:class:`AnchorMetrics`), logged per epoch as
@@ -20,7 +26,6 @@ classification head (:class:`AnchorMetrics`), logged per epoch as
 
 from __future__ import annotations
 
-import dataclasses
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -100,14 +105,14 @@ class DetectorTrainer(Trainer):
         self.anchor_metrics = anchor_metrics
         self.step_fn.metrics_fn = anchor_metrics.update   # set before the first trace
 
-    def _train_epoch(self, epoch: int, callbacks, skip: int = 0):
+    def _train_epoch(self, epoch: int, callbacks, iterator, skip: int = 0):
         from detector.data.augment import NO_READABLE_IMAGES
         from detector.errors import UserError
 
         with self.strategy.scope():   # cross-replica context: reads sum the replicas
             self.anchor_metrics.reset()
         try:
-            logs, stop = super()._train_epoch(epoch, callbacks, skip)
+            logs, stop = super()._train_epoch(epoch, callbacks, iterator, skip)
         except tf.errors.OpError as e:   # raised in the input pipeline's numpy function
             if NO_READABLE_IMAGES not in str(e):
                 raise
@@ -157,42 +162,50 @@ def build_optimizer(t: TrainConfig) -> keras.optimizers.Optimizer:
 
 def epoch_seed(seed: int | None, epoch: int) -> int | None:
     """The data seed of ``epoch``: depends only on (seed, epoch), so resumed runs see the same data."""
-    return None if seed is None else (seed * 1_000_003 + epoch) % (2 ** 31 - 1)
+    from detector.data.pipeline import epoch_seed as seed_of
+
+    return None if seed is None else seed_of(seed, epoch)
 
 
-def train_dataset_fn(cfg: Config, stats=None) -> Callable[[int], tf.data.Dataset]:
-    """``epoch -> dataset`` of global training batches ``{"images", "targets"}``; ``stats`` (a
-    PipelineStats) collects the skip/repair counts of all epochs."""
+def train_dataset_fn(cfg: Config, stats=None) -> Callable[[int, int, int], tf.data.Dataset]:
+    """``(start_epoch, skip, steps_per_epoch) -> dataset`` of global training batches
+    ``{"images", "targets"}`` of every epoch from ``start_epoch`` on (the engine's
+    contract); ``stats`` (a PipelineStats) collects the skip/repair counts."""
     from detector.data import make_dataset
+    from detector.data.pipeline import Epochs
 
-    def fn(epoch: int) -> tf.data.Dataset:
-        data = dataclasses.replace(cfg.data, seed=epoch_seed(cfg.data.seed, epoch))
-        return make_dataset(dataclasses.replace(cfg, data=data), "train", training=True, stats=stats,
-                            with_gt=False)
+    def fn(start_epoch: int, skip: int, steps: int) -> tf.data.Dataset:
+        return make_dataset(cfg, "train", training=True, stats=stats, with_gt=False,
+                            epochs=Epochs(steps, start_epoch, skip))
 
     return fn
 
 
-def sharded_train_dataset_fn(cfg: Config) -> Callable[[int, tf.distribute.InputContext], tf.data.Dataset]:
-    """``(epoch, input_context) -> dataset`` of this worker's shard, per-replica batches."""
+def sharded_train_dataset_fn(cfg: Config) -> Callable[[int, int, int, tf.distribute.InputContext],
+                                                       tf.data.Dataset]:
+    """``(start_epoch, skip, steps_per_epoch, input_context) -> dataset`` of this worker's
+    shard, per-replica batches, the same epochs."""
     from detector.data import make_dataset
+    from detector.data.pipeline import Epochs
 
-    def fn(epoch: int, ctx: tf.distribute.InputContext) -> tf.data.Dataset:
-        data = dataclasses.replace(cfg.data, seed=epoch_seed(cfg.data.seed, epoch))
-        return make_dataset(dataclasses.replace(cfg, data=data), "train", training=True, with_gt=False,
-                            input_context=ctx)
+    def fn(start_epoch: int, skip: int, steps: int, ctx: tf.distribute.InputContext) -> tf.data.Dataset:
+        return make_dataset(cfg, "train", training=True, with_gt=False, input_context=ctx,
+                            epochs=Epochs(steps, start_epoch, skip))
 
     return fn
 
 
 def check_multi_worker(cfg: Config) -> None:
-    """Refuse what would make the workers' shards overlap or miss images."""
+    """Refuse what would make the workers' shards overlap or miss images.
+
+    File sources shard the file list before anything random happens (each worker then
+    draws the repeat factors of its own images), so any ``data.seed`` works; tfds shards
+    the record stream after its file shuffle, which needs the same seed on every worker."""
     d = cfg.data
-    if d.seed is None and (d.source == "tfds" or d.repeat_factor_threshold > 0):
-        what = "tfds shuffles its files" if d.source == "tfds" else "repeat factors draw the repeats"
-        raise ConfigError(f"data.seed: null with distribute.strategy=multi_worker: {what} with a "
-                          "different random order on every worker, so the workers' shards would overlap "
-                          "and miss images; set data.seed to an integer")
+    if d.seed is None and d.source == "tfds":
+        raise ConfigError("data.seed: null with distribute.strategy=multi_worker: tfds shuffles its files "
+                          "with a different random order on every worker, so the workers' shards would "
+                          "overlap and miss images; set data.seed to an integer")
 
 
 def steps_per_epoch(cfg: Config, num_train: int | None) -> int:

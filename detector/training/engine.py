@@ -4,16 +4,22 @@ One loop for the default strategy, MirroredStrategy, MultiWorkerMirroredStrategy
 and TPUStrategy (Keras 3 ``fit`` fails under MultiWorkerMirroredStrategy,
 keras-team/keras#20585).  Nothing here is detection specific: the task
 supplies the model, a loss function (see :mod:`detector.training.step` for the
-contract), the optimizer, a per-epoch dataset function and an evaluation function.
+contract), the optimizer, a dataset function and an evaluation function.
 
-Reproducibility: ``train_dataset_fn(epoch)`` is called once per epoch (0-based)
-and must give that epoch's batches in an order that depends only on the epoch
-(e.g. shuffle seeded by (seed, epoch)), so that an interrupted and resumed run
-sees the same data as an uninterrupted one and ends with the same weights.
+Input: ``fit`` builds ONE input pipeline and iterator for all the epochs it runs:
+``train_dataset_fn(start_epoch, skip, steps_per_epoch)`` gives the batches of epochs
+``start_epoch, start_epoch + 1, ...`` in sequence, exactly ``steps_per_epoch`` per epoch
+(the first ``skip`` of ``start_epoch`` left out), and the loop takes
+``steps_per_epoch`` batches per epoch from it.  Nothing is rebuilt between epochs: the
+pipeline keeps its caches and buffers, and prefetches the next epoch during the
+evaluation.  Reproducibility: epoch ``e``'s batches must depend only on ``e`` (e.g. a
+shuffle seeded by (seed, e)), not on where the stream started, so that an interrupted
+and resumed run sees the same data as an uninterrupted one and ends with the same
+weights.  :func:`epochs_dataset` builds such a stream from a per-epoch dataset.
 
 Mid-epoch checkpoints (``checkpoint_every_n_steps``, and on SIGTERM) also store the
-input position (batches done in the current epoch); ``fit(resume=True)`` rebuilds
-that epoch's dataset and skips those batches, so it continues at the exact step.
+input position (batches done in the current epoch); ``fit(resume=True)`` builds the
+stream from that epoch with those batches skipped, so it continues at the exact step.
 
 Under MultiWorkerMirroredStrategy every worker must take the same decisions at the
 same step, or a collective hangs.  The time limit, ``model.stop_training`` (set by a
@@ -23,7 +29,8 @@ worker stops after that step when any worker asked.  The NaN stop and early stop
 read values that are already global (the loss is reduced over all workers; the
 evaluator gathers all detections), so every worker decides the same.
 With ``sharded_dataset_fn`` each worker builds its own input pipeline (its shard of
-the data, per-replica batches) through ``distribute_datasets_from_function``.
+the data, per-replica batches) through ``distribute_datasets_from_function``, once per
+``fit`` as well.
 """
 
 from __future__ import annotations
@@ -73,14 +80,29 @@ class FitResult:
     best_checkpoint: str | None = None
 
 
+def epochs_dataset(epoch_fn: Callable[[tf.Tensor], tf.data.Dataset], start_epoch: int, skip: int,
+                   steps_per_epoch: int) -> tf.data.Dataset:
+    """A ``train_dataset_fn`` stream from ``epoch_fn(epoch) -> batches of that epoch`` (``epoch``
+    an int64 scalar tensor; at least ``steps_per_epoch`` batches, order a function of the epoch).
+
+    Each epoch's first ``steps_per_epoch`` batches, epochs ``start_epoch, ...`` in sequence;
+    the ``skip`` batches are dropped after they were made: a pipeline that can skip its
+    input more cheaply (e.g. before decoding images) should do so itself.
+    """
+    return (tf.data.Dataset.range(start_epoch, 2 ** 62)
+            .flat_map(lambda e: epoch_fn(e).take(steps_per_epoch)).skip(skip))
+
+
 class Trainer:
     """Train ``model`` for ``epochs`` epochs of ``steps_per_epoch`` global batches.
 
     Args (keyword-only):
       strategy: the ``tf.distribute`` strategy; ``model`` and ``optimizer`` must have
         been created under ``strategy.scope()``.
-      train_dataset_fn: ``epoch -> tf.data.Dataset`` of GLOBAL batches (batch size
-        ``global_batch_size``, static shapes); distributed here.
+      train_dataset_fn: ``(start_epoch, skip, steps_per_epoch) -> tf.data.Dataset`` of
+        GLOBAL batches (batch size ``global_batch_size``, static shapes) of epochs
+        ``start_epoch, start_epoch + 1, ...``, each ``steps_per_epoch`` batches, without
+        the first ``skip`` batches of ``start_epoch`` (see the module doc); distributed here.
       loss_fn / forward_fn / count_fn: see :class:`detector.training.step.TrainStep`.
       eval_fn: ``model -> {name: float}``; logged as ``val_<name>``.  Run every
         ``eval_every`` epochs, at the last epoch and when the run stops early.
@@ -96,14 +118,15 @@ class Trainer:
       steps_per_execution: train steps per ``tf.function`` call (one host read of the
         losses per call); callbacks, logging, checkpoints and stop decisions then act
         every that many steps, and the logged step losses are the means over them.
-      sharded_dataset_fn: ``(epoch, tf.distribute.InputContext) -> dataset`` of
-        PER-REPLICA batches of this worker's shard; used instead of
-        ``train_dataset_fn`` under MultiWorkerMirroredStrategy.
+      sharded_dataset_fn: ``(start_epoch, skip, steps_per_epoch, tf.distribute.InputContext)
+        -> dataset`` of PER-REPLICA batches of this worker's shard, the same epochs (each
+        step takes one batch per local replica); used instead of ``train_dataset_fn``
+        under MultiWorkerMirroredStrategy.
     """
 
     def __init__(self, *, strategy: tf.distribute.Strategy, model: keras.Model,
                  optimizer: keras.optimizers.Optimizer, loss_fn: Callable,
-                 train_dataset_fn: Callable[[int], tf.data.Dataset], steps_per_epoch: int,
+                 train_dataset_fn: Callable[[int, int, int], tf.data.Dataset], steps_per_epoch: int,
                  epochs: int, global_batch_size: int, forward_fn: Callable = default_forward,
                  count_fn: Callable = batch_size_count, eval_fn: Callable | None = None,
                  eval_every: int = 1, callbacks: Sequence[keras.callbacks.Callback] = (),
@@ -113,7 +136,8 @@ class Trainer:
                  progress: bool = True, chief: bool = True, keep_checkpoints: int = 3,
                  export_model: bool = True, jit_compile: bool = False,
                  checkpoint_every_n_steps: int | None = None, steps_per_execution: int = 1,
-                 sharded_dataset_fn: Callable[[int, tf.distribute.InputContext], tf.data.Dataset] | None = None):
+                 sharded_dataset_fn: Callable[[int, int, int, tf.distribute.InputContext],
+                                              tf.data.Dataset] | None = None):
         self.strategy, self.model, self.optimizer = strategy, model, optimizer
         self.train_dataset_fn, self.steps_per_epoch, self.epochs = train_dataset_fn, steps_per_epoch, epochs
         self.global_batch_size = global_batch_size
@@ -214,9 +238,12 @@ class Trainer:
 
     def _epochs(self, epoch: int, callbacks, results, stop_reason: str, skip: int = 0) -> tuple[dict, str]:
         logs: dict = {}
+        iterator = None
         while stop_reason == "completed" and epoch < self.epochs:
+            if iterator is None:   # one pipeline for every epoch of this fit
+                iterator = iter(self._distributed_dataset(epoch, skip))
             callbacks.on_epoch_begin(epoch)
-            logs, stop_reason = self._train_epoch(epoch, callbacks, skip)
+            logs, stop_reason = self._train_epoch(epoch, callbacks, iterator, skip)
             skip = 0
             if stop_reason == "preempted":   # the checkpoint is saved; no evaluation, no epoch end
                 self._say(f"preempted: checkpoint saved at step {self._global_step()}; continue with --resume")
@@ -238,20 +265,19 @@ class Trainer:
             epoch += 1
         return logs, stop_reason
 
-    def _distributed_dataset(self, epoch: int, skip: int):
+    def _distributed_dataset(self, start_epoch: int, skip: int):
+        """The input of epochs ``start_epoch, ...`` (``skip`` batches of the first done), distributed."""
         if self.multi_worker and self.sharded_dataset_fn is not None:
             def per_worker(ctx: tf.distribute.InputContext) -> tf.data.Dataset:
-                ds = self.sharded_dataset_fn(epoch, ctx)
-                # one element per local replica and step
-                return ds.skip(skip * (ctx.num_replicas_in_sync // ctx.num_input_pipelines)) if skip else ds
+                return self.sharded_dataset_fn(start_epoch, skip, self.steps_per_epoch, ctx)
 
             return self.strategy.distribute_datasets_from_function(per_worker)
-        ds = self.train_dataset_fn(epoch)
-        return self.strategy.experimental_distribute_dataset(ds.skip(skip) if skip else ds)
+        ds = self.train_dataset_fn(start_epoch, skip, self.steps_per_epoch)
+        return self.strategy.experimental_distribute_dataset(ds)
 
-    def _train_epoch(self, epoch: int, callbacks, skip: int = 0) -> tuple[dict, str]:
-        """Run one epoch (from batch ``skip``); returns (epoch logs: mean losses, lr, timing; stop reason)."""
-        iterator = iter(self._distributed_dataset(epoch, skip))
+    def _train_epoch(self, epoch: int, callbacks, iterator, skip: int = 0) -> tuple[dict, str]:
+        """Run one epoch (from batch ``skip``) on the fit's ``iterator``; returns (epoch logs: mean
+        losses, lr, timing; stop reason)."""
         bar = (ProgressBar(epoch + 1, self.epochs, self.steps_per_epoch)
                if self.progress and self.chief else None)
         stats = EpochStats()

@@ -9,7 +9,7 @@ import pytest
 import tensorflow as tf
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "training"))
-from toy_task import BATCH, dataset_fn, loss_fn, make_model  # noqa: E402
+from toy_task import BATCH, dataset_fn, epoch_batches, loss_fn, make_model  # noqa: E402
 
 from detector.callbacks import GradientMonitor  # noqa: E402
 from detector.training.engine import Trainer  # noqa: E402
@@ -50,7 +50,7 @@ def test_logged_norms_equal_independent_gradients(tmp_path, replicas, request):
     scalars, histos = _read_events(tmp_path)
     assert sorted({s for _, s in scalars}) == [0, 3, 6]
 
-    batches = list(dataset_fn(seed=4)(0).take(7))
+    batches = list(epoch_batches(0, seed=4).take(7))
     reference = make_model(seed=0)
     names = [v.path for v in reference.trainable_variables]
     assert names == ["hidden/kernel", "hidden/bias", "out/kernel", "out/bias"]

@@ -4,7 +4,13 @@ import numpy as np
 import pytest
 
 from detector.data.records import ImageRecord
-from detector.data.sampling import class_repeat_factors, image_repeat_counts, repeat_records
+from detector.data.sampling import (
+    class_repeat_factors,
+    epoch_repeat_counts,
+    image_repeat_counts,
+    image_repeat_factors,
+    repeat_records,
+)
 
 
 def _images():
@@ -45,3 +51,12 @@ def test_repeat_records_ignores_crowd_boxes():
     assert len(out) == 9 + [r.image_id for r in out].count(9)
     with pytest.raises(TypeError):
         repeat_records(records, 2, 0.5)                        # the seed is explicit
+
+
+def test_epoch_counts_in_the_graph_are_unbiased_and_a_function_of_the_seed():
+    factors = image_repeat_factors(_images(), 4, 0.5)
+    draws = np.stack([epoch_repeat_counts(factors, seed).numpy() for seed in range(3000)])
+    assert draws.min() >= 1 and np.all(draws >= np.floor(factors)) and np.all(draws <= np.ceil(factors))
+    np.testing.assert_allclose(draws.mean(0), factors, atol=0.03)
+    np.testing.assert_array_equal(epoch_repeat_counts(factors, 7), epoch_repeat_counts(factors, 7))
+    assert not all(np.array_equal(draws[0], d) for d in draws[1:10])   # the seed matters

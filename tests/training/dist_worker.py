@@ -45,16 +45,16 @@ def smoke(*extra):
 
 def union():
     from detector.data import make_dataset
+    from detector.data.pipeline import Epochs
     from detector.training import detector_task
 
     seen = []
 
     def with_ids(cfg):
         # sharded_train_dataset_fn, but keeping each image's id so that the step can report it
-        def fn(epoch, ctx):
-            data = detector_task.dataclasses.replace(cfg.data, seed=detector_task.epoch_seed(cfg.data.seed, epoch))
-            full = make_dataset(detector_task.dataclasses.replace(cfg, data=data), "train", training=True,
-                                input_context=ctx)
+        def fn(start_epoch, skip, steps, ctx):
+            full = make_dataset(cfg, "train", training=True, input_context=ctx,
+                                epochs=Epochs(steps, start_epoch, skip))
             return full.map(lambda b: {"images": b["images"], "targets": b["targets"],
                                        "ids": tf.cast(b["gt"]["image_id"], tf.int32)})
 

@@ -153,7 +153,8 @@ def test_sync_batchnorm_two_replicas_match_one_device(tmp_path, two_replica_stra
     cfg_local = _cfg(tmp_path, *opt)
     local_loss, _, _ = _train_steps(cfg_local, two_replica_strategy, init, steps=1)
     assert abs(two_loss[0] - one_loss[0]) <= 1e-6 * abs(one_loss[0])     # sync: step 1 identical
-    assert abs(local_loss[0] - one_loss[0]) > 1e-5 * abs(one_loss[0])    # measured: 8e-5 relative
+    # measured: 8e-6 relative (sync: 1e-7); how far apart depends on the first batch's images
+    assert abs(local_loss[0] - one_loss[0]) > 3e-6 * abs(one_loss[0])
 
 
 def test_evaluator_two_replicas_equal_one_device(tmp_path, two_replica_strategy):
@@ -207,5 +208,7 @@ def test_multi_worker_refuses_a_null_seed_where_shards_would_overlap(tmp_path):
     from detector.training.detector_task import check_multi_worker
 
     check_multi_worker(_cfg(tmp_path, "data.seed=null"))   # file sources: sharded file list, fine
+    # repeat factors too: each worker draws the repeats of its own images only
+    check_multi_worker(_cfg(tmp_path, "data.seed=null", "data.repeat_factor_threshold=0.1"))
     with pytest.raises(ConfigError, match="data.seed"):
-        check_multi_worker(_cfg(tmp_path, "data.seed=null", "data.repeat_factor_threshold=0.1"))
+        check_multi_worker(_cfg(tmp_path, "data.seed=null", "data.source=tfds", "data.tfds_name=coco/2017"))

@@ -6,7 +6,7 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-from toy_task import BATCH, X, Y, dataset_fn, loss_fn, make_model, numpy_loss
+from toy_task import BATCH, X, Y, dataset_fn, epoch_batches, loss_fn, make_model, numpy_loss
 
 from detector.training.engine import Trainer
 
@@ -92,7 +92,7 @@ def test_step_loss_is_the_loss_before_the_update(tmp_path):
                 seen["loss"] = logs["loss"]
 
     trainer, _ = _fit(tmp_path, [Snap()], epochs=1)
-    xb, yb = [t.numpy() for t in list(dataset_fn()(0).take(3))[2]]
+    xb, yb = [t.numpy() for t in list(epoch_batches(0).take(3))[2]]
     trainer.model.set_weights(seen["w"])
     assert seen["loss"] == pytest.approx(numpy_loss(trainer.model, xb, yb), rel=1e-5)
 

@@ -15,7 +15,7 @@ from detector.training.results import read_results
 STEPS = 5
 
 
-def _trainer(run_dir, epochs, total_epochs=4, loss=loss_fn, callbacks=(), **kw):
+def _trainer(run_dir, epochs, total_epochs=4, loss=loss_fn, callbacks=(), data=None, **kw):
     strategy = tf.distribute.get_strategy()
     with strategy.scope():
         model = make_model(seed=7)
@@ -23,7 +23,7 @@ def _trainer(run_dir, epochs, total_epochs=4, loss=loss_fn, callbacks=(), **kw):
     cos = CosineAnnealing(0.05, total_steps=total_epochs * STEPS, warmup_steps=3, min_lr=0.001,
                           restart_period=6)
     return Trainer(strategy=strategy, model=model, optimizer=opt, loss_fn=loss,
-                   train_dataset_fn=dataset_fn(seed=2), steps_per_epoch=STEPS, epochs=epochs,
+                   train_dataset_fn=data or dataset_fn(seed=2), steps_per_epoch=STEPS, epochs=epochs,
                    global_batch_size=BATCH, clip_norm=2.0, run_dir=run_dir, progress=False,
                    callbacks=[cos, *callbacks], **kw)
 
@@ -51,6 +51,41 @@ def test_resume_gives_same_weights_as_uninterrupted(tmp_path):
         assert a["step"] == b["step"]
         assert float(a["lr"]) == pytest.approx(float(b["lr"]), rel=1e-6)
         assert float(a["loss"]) == pytest.approx(float(b["loss"]), rel=1e-5)
+
+
+class CrashAt(keras.callbacks.Callback):
+    """Raises after global step ``step`` (before a step checkpoint of that step)."""
+
+    def __init__(self, step):
+        super().__init__()
+        self.step = step
+
+    def on_train_batch_end(self, batch, logs=None):
+        if int(self.model.optimizer.iterations.numpy()) == self.step:
+            raise RuntimeError("crash")
+
+
+def test_one_input_pipeline_per_fit_and_an_exact_mid_epoch_resume(tmp_path):
+    calls = []
+
+    def data(*args):
+        calls.append(args)
+        return dataset_fn(seed=2)(*args)
+
+    full = _trainer(tmp_path / "full", epochs=3, data=data)
+    full.fit()
+    assert calls == [(0, 0, STEPS)]   # (start_epoch, skip, steps_per_epoch): once for 3 epochs
+    cut = _trainer(tmp_path / "cut", epochs=3, data=data, checkpoint_every_n_steps=3, callbacks=[CrashAt(8)])
+    with pytest.raises(RuntimeError, match="crash"):
+        cut.fit()
+    # the newest checkpoint is step 6: epoch 2 with 1 of its 5 batches done
+    calls.clear()
+    resumed = _trainer(tmp_path / "cut", epochs=3, data=data)
+    result = resumed.fit(resume=True)
+    assert calls == [(1, 1, STEPS)]
+    assert result.step == 3 * STEPS and result.epochs_done == 3
+    for a, b in zip(full.model.get_weights(), resumed.model.get_weights()):
+        np.testing.assert_allclose(a, b, atol=1e-6, rtol=0)
 
 
 def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path):

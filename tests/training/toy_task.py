@@ -9,6 +9,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from detector.training.engine import epochs_dataset
+
 NUM_EXAMPLES, BATCH = 64, 8
 X = np.random.default_rng(0).normal(size=(NUM_EXAMPLES, 4)).astype("float32")
 Y = np.stack([X[:, 0] * 2 - X[:, 1], np.sin(X[:, 2]) + X[:, 3]], axis=1).astype("float32")
@@ -22,13 +24,19 @@ def make_model(seed: int = 0) -> keras.Model:
     return keras.Model(inputs, out, name="toy")
 
 
-def dataset_fn(seed: int = 0, batch: int = BATCH):
-    """epoch -> dataset whose order depends only on (seed, epoch)."""
+def epoch_batches(epoch, seed: int = 0, batch: int = BATCH) -> tf.data.Dataset:
+    """Endless batches of ``epoch`` (an int or int64 tensor): one permutation seeded by (seed, epoch)."""
+    order = tf.random.experimental.stateless_shuffle(
+        tf.range(NUM_EXAMPLES), seed=tf.stack([tf.constant(seed, tf.int64), tf.cast(epoch, tf.int64)]))
+    ds = tf.data.Dataset.from_tensor_slices((tf.gather(X, order), tf.gather(Y, order)))
+    return ds.batch(batch, drop_remainder=True).repeat()
 
-    def fn(epoch: int) -> tf.data.Dataset:
-        ds = tf.data.Dataset.from_tensor_slices((X, Y))
-        ds = ds.shuffle(NUM_EXAMPLES, seed=seed * 100003 + epoch, reshuffle_each_iteration=False)
-        return ds.batch(batch, drop_remainder=True).repeat()
+
+def dataset_fn(seed: int = 0, batch: int = BATCH):
+    """The engine's ``train_dataset_fn``: epochs whose order depends only on (seed, epoch)."""
+
+    def fn(start_epoch: int, skip: int, steps_per_epoch: int) -> tf.data.Dataset:
+        return epochs_dataset(lambda e: epoch_batches(e, seed, batch), start_epoch, skip, steps_per_epoch)
 
     return fn
 
