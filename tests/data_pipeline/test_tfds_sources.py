@@ -82,7 +82,7 @@ def test_coco_canonical_values(tmp_path):
 
 
 def test_coco_pipeline_drops_degenerate_boxes(tmp_path):
-    cfg = _coco_cfg(tmp_path)
+    cfg = _coco_cfg(tmp_path, "data.augment.backend=albumentations")   # the backend that counts drops
     with tfds.testing.mock_data(policy=tfds.testing.MockPolicy.USE_CODE, as_dataset_fn=_fake_coco):
         stats = PipelineStats()
         train = next(iter(make_dataset(cfg, "train", training=True, stats=stats)))
