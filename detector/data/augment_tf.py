@@ -23,6 +23,7 @@ each visit; not counted in :class:`PipelineStats`: that is the albumentations pa
 
 from __future__ import annotations
 
+import numpy as np
 import tensorflow as tf
 
 from detector.config import DataConfig
@@ -186,10 +187,12 @@ def tf_train(encoded: tf.Tensor, boxes: tf.Tensor, classes: tf.Tensor, crowd: tf
 
 # RGB <-> YIQ (NTSC): Y is the luma, (I, Q) the chroma plane, so a saturation change scales
 # (I, Q) and a hue shift rotates it.  Both are then one 3 x 3 matrix on the RGB pixels.
-_RGB_TO_YIQ = tf.constant([[0.299, 0.587, 0.114],
-                           [0.595716, -0.274453, -0.321263],
-                           [0.211456, -0.522591, 0.311135]], tf.float32)
-_YIQ_TO_RGB = tf.linalg.inv(_RGB_TO_YIQ)
+# numpy, not tf.constant: a TensorFlow op at import would initialise TensorFlow's context
+# before a program can configure it (MultiWorkerMirroredStrategy must come first).
+_RGB_TO_YIQ = np.array([[0.299, 0.587, 0.114],
+                        [0.595716, -0.274453, -0.321263],
+                        [0.211456, -0.522591, 0.311135]], np.float32)
+_YIQ_TO_RGB = np.linalg.inv(_RGB_TO_YIQ).astype(np.float32)
 
 
 def hue_saturation_matrix(saturation: tf.Tensor, hue: tf.Tensor) -> tf.Tensor:
@@ -202,7 +205,7 @@ def hue_saturation_matrix(saturation: tf.Tensor, hue: tf.Tensor) -> tf.Tensor:
     c, s = tf.cos(angle) * saturation, tf.sin(angle) * saturation
     # the sign of HSV: a positive hue shift goes red -> yellow -> green
     chroma = tf.stack([tf.stack([1.0, 0.0, 0.0]), tf.stack([0.0, c, s]), tf.stack([0.0, -s, c])])
-    return _YIQ_TO_RGB @ chroma @ _RGB_TO_YIQ
+    return tf.constant(_YIQ_TO_RGB) @ chroma @ tf.constant(_RGB_TO_YIQ)
 
 
 def _colour(img, seed, a):

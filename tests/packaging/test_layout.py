@@ -57,3 +57,20 @@ def test_docstrings_name_only_files_in_the_repository():
                     and not (REPO / "docs" / Path(name).name).exists():
                 missing.append(f"{p.relative_to(REPO)}: {name}")
     assert not missing, "docstrings/comments naming files not in the repository:\n" + "\n".join(missing)
+
+
+def test_importing_the_package_does_not_start_tensorflow():
+    """No TensorFlow op at import time: it would initialise TensorFlow's context, after which
+    MultiWorkerMirroredStrategy (and device configuration) can no longer be set up."""
+    import subprocess
+    import sys
+
+    names = [".".join(p.relative_to(REPO).with_suffix("").parts) for p in _modules()
+             if p.name not in ("__main__.py",)]
+    code = ("import importlib, sys\n"
+            f"for n in {names!r}:\n    importlib.import_module(n.removesuffix('.__init__'))\n"
+            "from tensorflow.python.eager import context\n"
+            "sys.exit(0 if context.context()._context_handle is None else 3)\n")
+    run = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, f"importing the package initialised TensorFlow (exit {run.returncode}): " \
+                                f"{run.stderr[-1500:]}"
