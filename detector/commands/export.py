@@ -2,7 +2,7 @@
 
     python tools/export_tflite.py --checkpoint RUN_DIR|MODEL.keras|CKPT [--config CFG] --output FILE
         [--int8 | --float | --fp16] [--calibration-images N] [--calibration-seed S]
-        [--postprocess inside|none] [--max-ap-drop POINTS] [--no-selective]
+        [--postprocess inside|none] [--max-ap-drop POINTS] [--no-selective] [--analyze-layers]
 
 (= ``detector export ...``).  ``--checkpoint`` is resolved as in ``detector eval``
 (a run directory: its model.keras, else checkpoints/best, else checkpoints/last; a
@@ -27,7 +27,8 @@ is measured (QuantizationDebugger, rmse / quantization step per layer), each of
 the 16 worst layers is kept alone in float to measure its AP gain, and the layers
 that help are kept in float, best first and one more at a time (at most 8), until
 the gate passes (``--no-selective`` skips this); the report names those layers
-with their size and latency cost.  If the gate still fails the file is
+with their size and latency cost (``--analyze-layers``: the error ranking and
+the ablation also when the gate passes, report only).  If the gate still fails the file is
 written, the failure is printed, and the exit code is 1.  The metadata (labels,
 input, outputs, NMS settings, calibration set, quantization, accuracy, versions) is
 written to ``FILE.json``.  A missing or mismatched checkpoint and an unwritable
