@@ -2,7 +2,7 @@
 
     python tools/export_tflite.py --checkpoint RUN_DIR|MODEL.keras|CKPT [--config CFG] --output FILE
         [--int8 | --float | --fp16] [--calibration-images N] [--calibration-seed S]
-        [--postprocess inside|none] [--max-ap-drop POINTS] [--no-selective]
+        [--postprocess inside|none] [--max-ap-drop POINTS] [--no-selective] [--analyze-layers]
 
 (= ``detector export ...``).  ``--checkpoint`` is resolved as in ``detector eval``
 (a run directory: its model.keras, else checkpoints/best, else checkpoints/last; a
@@ -27,7 +27,8 @@ is measured (QuantizationDebugger, rmse / quantization step per layer), each of
 the 16 worst layers is kept alone in float to measure its AP gain, and the layers
 that help are kept in float, best first and one more at a time (at most 8), until
 the gate passes (``--no-selective`` skips this); the report names those layers
-with their size and latency cost.  If the gate still fails the file is
+with their size and latency cost (``--analyze-layers``: the error ranking and
+the ablation also when the gate passes, report only).  If the gate still fails the file is
 written, the failure is printed, and the exit code is 1.  The metadata (labels,
 input, outputs, NMS settings, calibration set, quantization, accuracy, versions) is
 written to ``FILE.json``.  A missing or mismatched checkpoint and an unwritable
@@ -68,6 +69,9 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
                    help="INT8 may lose at most this much AP (0-100 scale) vs the Keras model (default 1.0)")
     p.add_argument("--no-selective", action="store_true",
                    help="do not keep sensitive layers in float when the INT8 gate fails")
+    p.add_argument("--analyze-layers", action="store_true",
+                   help="INT8: measure and print the per-layer error and sensitivity even when the gate passes "
+                        "(report only; the file is changed only when the gate fails)")
     p.add_argument("--json", type=Path, metavar="FILE", help="also write the accuracy report as JSON here")
     return p
 
@@ -116,7 +120,7 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
     return export(model, cfg, output, precision=args.precision, postprocess=args.postprocess,
                   calibration_images=args.calibration_images, calibration_seed=args.calibration_seed,
                   max_ap_drop=args.max_ap_drop, selective=not args.no_selective, checkpoint=path,
-                  report_json=args.json)
+                  report_json=args.json, analyze_layers=args.analyze_layers)
 
 
 def _log(msg: str) -> None:
@@ -125,7 +129,8 @@ def _log(msg: str) -> None:
 
 def export(model, cfg, output: Path, *, precision: str = "int8", postprocess: str = "inside",
            calibration_images: int = 300, calibration_seed: int = 0, max_ap_drop: float = 1.0,
-           selective: bool = True, checkpoint: str = "", report_json: Path | None = None) -> int:
+           selective: bool = True, checkpoint: str = "", report_json: Path | None = None,
+           analyze_layers: bool = False) -> int:
     """Convert, evaluate, gate, write ``output`` + ``output.json``; returns the exit code."""
     from detector.export import accuracy, converter, metadata, quantization
     from detector.export.graph import write_saved_model
@@ -191,8 +196,9 @@ def export(model, cfg, output: Path, *, precision: str = "int8", postprocess: st
     passed, gate_msg = True, None
     if precision == "int8":
         passed, gate_msg = accuracy.gate(results["keras"].stats, results[label].stats, max_ap_drop)
-        if not passed and selective:
-            _log(gate_msg)
+        if (not passed and selective) or analyze_layers:
+            if not passed:
+                _log(gate_msg)
             _log("measuring per-layer quantization error (QuantizationDebugger) ...")
             debug_images = lambda: (calib.images[i][None].astype("float32")  # noqa: E731
                                     for i in range(min(len(calib), 16)))
@@ -212,12 +218,15 @@ def export(model, cfg, output: Path, *, precision: str = "int8", postprocess: st
                 cache["last"] = r
                 return accuracy.gate(results["keras"].stats, r.stats, max_ap_drop)
 
-            chosen, steps = quantization.selective_quantization(
-                quantizer, helpful, keep_float, accept, calib.images[0][None].astype("float32"),
-                steps=range(1, min(8, len(helpful)) + 1))
+            chosen, steps = None, None
+            if not passed and selective:   # --analyze-layers alone reports, never changes the file
+                chosen, steps = quantization.selective_quantization(
+                    quantizer, helpful, keep_float, accept, calib.images[0][None].astype("float32"),
+                    steps=range(1, min(8, len(helpful)) + 1))
             quant_info["ablation"] = [{"name": e.name, "ap_gain_points": g, "size_bytes": b} for e, g, b in gains]
             quant_info["layer_errors_top"] = [vars(e) for e in ranked[:16]]
-            quant_info["selective_steps"] = [vars(s) for s in steps]
+            quant_info["layer_error_summary"] = quantization.error_summary(ranked)
+            quant_info["selective_steps"] = [vars(s) for s in steps] if steps is not None else None
             if chosen is not None:
                 out_bytes = chosen
                 output.write_bytes(out_bytes)
@@ -234,6 +243,11 @@ def export(model, cfg, output: Path, *, precision: str = "int8", postprocess: st
     print(f"\nAccuracy on {results['keras'].images} val images (AP in points, 0-100; depth error = mean "
           f"|d - d_gt| / d_gt on IoU>=0.5 matches; deltas vs keras float):")
     print(table)
+    if quant_info and quant_info.get("layer_error_summary"):
+        e = quant_info["layer_error_summary"]
+        print(f"\nper-layer quantization error of {e['layers']} quantized layers (rmse in quantization steps; "
+              f"rounding noise alone ~0.29): median {e['median']:.3f}, max {e['max']:.3f}, "
+              f"{e['above_0.5']} above 0.5, {e['above_1.0']} above 1.0")
     if quant_info and quant_info.get("ablation"):
         print("\nper-layer sensitivity (QuantizationDebugger rmse/scale, then AP gain of keeping the layer alone "
               "in float):")
@@ -249,6 +263,13 @@ def export(model, cfg, output: Path, *, precision: str = "int8", postprocess: st
                   f"{s['latency_ms'] - base['latency_ms']:+.2f} ms/invoke; {s['summary']}")
         if quant_info["float_layers"]:
             print("  kept in float: " + ", ".join(quant_info["float_layers"]))
+    if precision != "float":
+        parts = converter.size_breakdown(out_bytes)
+        float_parts = converter.size_breakdown(float_bytes)
+        if quant_info is not None:
+            quant_info["size_breakdown_bytes"] = {"float": float_parts, precision: parts}
+        print(f"\nfile size, {precision} vs float (kB): " + ", ".join(
+            f"{k} {parts[k] / 1e3:.1f} / {float_parts[k] / 1e3:.1f}" for k in parts if parts[k] or float_parts[k]))
     print(f"\nops: {dict(sorted(counts.items()))} (TFLite builtins only)")
     if gate_msg:
         print(gate_msg)

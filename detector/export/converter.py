@@ -182,6 +182,44 @@ def op_counts(model_content: bytes) -> dict[str, int]:
     return dict(Counter(op["op_name"] for op in interp._get_ops_details()))  # noqa: SLF001
 
 
+def size_breakdown(model_content: bytes) -> dict[str, int]:
+    """Where the bytes of a ``.tflite`` file go: ``{category: bytes}`` summing to the file size.
+
+    Constant buffers by element type (``int8 weights``: quantized kernels; ``int32
+    constants``: mostly the biases of quantized layers, which stay 32-bit; ``float32
+    constants``: layers kept float and the post-processing's constants; ``other
+    constants``), ``quantization parameters`` (one float32 scale and one int64 zero point
+    per tensor, or per output channel of a per-channel kernel and of its bias), ``tensor
+    names`` and ``structure`` (the rest: op and tensor tables, shapes, signature,
+    metadata, flatbuffer alignment).
+    """
+    from tensorflow.lite.python import schema_py_generated as schema
+
+    m = schema.Model.GetRootAsModel(bytearray(model_content), 0)
+    kinds = {schema.TensorType.INT8: "int8 weights", schema.TensorType.INT32: "int32 constants",
+             schema.TensorType.FLOAT32: "float32 constants"}
+    out = dict.fromkeys(("int8 weights", "int32 constants", "float32 constants", "other constants",
+                         "quantization parameters", "tensor names", "structure"), 0)
+    seen: set[int] = set()
+    for g in range(m.SubgraphsLength()):
+        sub = m.Subgraphs(g)
+        for i in range(sub.TensorsLength()):
+            t = sub.Tensors(i)
+            out["tensor names"] += len(t.Name() or b"")
+            q = t.Quantization()
+            if q is not None:
+                out["quantization parameters"] += 4 * q.ScaleLength() + 8 * q.ZeroPointLength()
+            b = t.Buffer()
+            if b in seen or b >= m.BuffersLength():
+                continue
+            seen.add(b)
+            buf = m.Buffers(b)
+            size = buf.DataLength() or (buf.Size() if buf.Offset() > 1 else 0)
+            out[kinds.get(t.Type(), "other constants")] += size
+    out["structure"] = len(model_content) - sum(out.values())
+    return out
+
+
 def check_builtin_only(counts: dict[str, int]) -> None:
     """Raise ``RuntimeError`` when a Flex (Select TF) or custom op is present."""
     bad = sorted(name for name in counts if name.startswith("Flex") or name.upper() == "CUSTOM")

@@ -76,6 +76,15 @@ def layer_errors(quantizer, debug_images: Callable[[], Iterable[np.ndarray]],
     return out
 
 
+def error_summary(ranked: Sequence[LayerError]) -> dict:
+    """Median / max rmse-per-step over the layers and how many sit well above rounding noise."""
+    values = sorted(e.rmse_over_scale for e in ranked)
+    if not values:
+        return {"layers": 0, "median": 0.0, "max": 0.0, "above_0.5": 0, "above_1.0": 0}
+    return {"layers": len(values), "median": float(np.median(values)), "max": values[-1],
+            "above_0.5": sum(v > 0.5 for v in values), "above_1.0": sum(v > 1.0 for v in values)}
+
+
 def ablate(quantizer, candidates: Sequence[LayerError], base_float: Sequence[str],
            score: Callable[[bytes], float]) -> list[tuple[LayerError, float, int]]:
     """``[(layer, score gain, size gain in bytes)]`` of keeping each candidate alone in float,

@@ -65,7 +65,7 @@ def int8_export(setup):
     out = tmp / "model_int8.tflite"
     code, stdout, err = run_in_process("export", ["--checkpoint", str(path), "--config", "smoke.yaml", *sets,
                                                   "--output", str(out), "--calibration-images", "16",
-                                                  "--max-ap-drop", "100"])
+                                                  "--max-ap-drop", "100", "--analyze-layers"])
     assert code == 0, err
     return out, stdout, err
 
@@ -195,6 +195,13 @@ def test_int8_export_report_metadata_and_overlap(setup, float_models, int8_expor
     assert not any(k.startswith("Flex") or k == "CUSTOM" for k in counts)
     # the post-processing is float: no quantized tensor in it, no LOGISTIC (fixed int8 output range)
     assert not quantized_postprocess_tensors(out.read_bytes()) and "LOGISTIC" not in counts
+    # --analyze-layers with a passing gate: the per-layer report, but the plain INT8 file
+    quant = meta["quantization"]
+    assert "per-layer quantization error of" in stdout and "per-layer sensitivity" in stdout
+    assert quant["float_layers"] == [] and quant["selective_steps"] is None
+    assert len(quant["ablation"]) == 16 and quant["layer_error_summary"]["layers"] > 16
+    assert "file size, int8 vs float" in stdout
+    assert sum(quant["size_breakdown_bytes"]["int8"].values()) == out.stat().st_size
 
     q, f = TFLiteDetector(out), TFLiteDetector(float_models[1], metadata={})
     assert q.labels == list(cfg.data.classes)
@@ -344,3 +351,31 @@ def test_int8_quantizer_keeps_the_postprocess_float(setup, float_models):
     raw = converter.Int8Quantizer(tmp / "sm_raw", lambda: iter(images))
     assert raw.postprocess_nodes == [] and raw.postprocess_ops == []
     assert converter.op_counts(raw.quantize()).get("CONV_2D", 0) > 0
+
+
+def test_size_breakdown_sums_to_the_file(setup, float_models):
+    """Float: the weights are float32 constants; INT8: int8 kernels, int32 biases and
+    per-channel quantization parameters, the categories summing to the file size."""
+    from detector.export import converter
+
+    tmp, _, _, _, _, batch = setup
+    raw = float_models[0].read_bytes()
+    parts = converter.size_breakdown(raw)
+    assert sum(parts.values()) == len(raw) and parts["float32 constants"] > 0.5 * len(raw)
+    assert parts["int8 weights"] == 0 and parts["structure"] >= 0
+    images = [x[None] for x in batch["images"].numpy()[:4]]
+    q = converter.Int8Quantizer(tmp / "sm_raw", lambda: iter(images)).quantize()
+    qparts = converter.size_breakdown(q)
+    assert sum(qparts.values()) == len(q) and qparts["structure"] >= 0
+    assert qparts["int8 weights"] > 0 and qparts["int32 constants"] > 0 and qparts["quantization parameters"] > 0
+    # every float weight became one int8 weight (4 bytes -> 1)
+    assert abs(qparts["int8 weights"] - parts["float32 constants"] / 4) < 0.1 * qparts["int8 weights"]
+
+
+def test_error_summary():
+    from detector.export.quantization import LayerError, error_summary
+
+    layers = [LayerError(f"l{i}", "CONV_2D", v, 0.0, 1.0) for i, v in enumerate((0.29, 0.3, 0.6, 1.5))]
+    e = error_summary(layers)
+    assert e["layers"] == 4 and e["max"] == 1.5 and e["above_0.5"] == 2 and e["above_1.0"] == 1
+    assert e["median"] == pytest.approx(0.45) and error_summary([])["layers"] == 0
