@@ -160,13 +160,6 @@ def build_optimizer(t: TrainConfig) -> keras.optimizers.Optimizer:
     return opt
 
 
-def epoch_seed(seed: int | None, epoch: int) -> int | None:
-    """The data seed of ``epoch``: depends only on (seed, epoch), so resumed runs see the same data."""
-    from detector.data.pipeline import epoch_seed as seed_of
-
-    return None if seed is None else seed_of(seed, epoch)
-
-
 def train_dataset_fn(cfg: Config, stats=None) -> Callable[[int, int, int], tf.data.Dataset]:
     """``(start_epoch, skip, steps_per_epoch) -> dataset`` of global training batches
     ``{"images", "targets"}`` of every epoch from ``start_epoch`` on (the engine's

@@ -5,21 +5,12 @@ uninterrupted run (repeat factors, shuffling and augmentation on)."""
 import keras
 import numpy as np
 import pytest
+from toy_task import CrashAt
 
 import detector.data
 from detector.config import load_config
 from detector.data.pipeline import Epochs
 from detector.training.detector_task import train
-
-
-class CrashAt(keras.callbacks.Callback):
-    def __init__(self, step):
-        super().__init__()
-        self.step = step
-
-    def on_train_batch_end(self, batch, logs=None):
-        if int(self.model.optimizer.iterations.numpy()) == self.step:
-            raise RuntimeError("crash")
 
 
 def _weights(run_dir):

@@ -6,7 +6,7 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-from toy_task import BATCH, X, Y, dataset_fn, loss_fn, make_model, numpy_loss
+from toy_task import BATCH, CrashAt, X, Y, dataset_fn, loss_fn, make_model, numpy_loss
 
 from detector.callbacks import CosineAnnealing
 from detector.training.engine import EarlyStopping, NonFiniteLossError, Trainer
@@ -51,18 +51,6 @@ def test_resume_gives_same_weights_as_uninterrupted(tmp_path):
         assert a["step"] == b["step"]
         assert float(a["lr"]) == pytest.approx(float(b["lr"]), rel=1e-6)
         assert float(a["loss"]) == pytest.approx(float(b["loss"]), rel=1e-5)
-
-
-class CrashAt(keras.callbacks.Callback):
-    """Raises after global step ``step`` (before a step checkpoint of that step)."""
-
-    def __init__(self, step):
-        super().__init__()
-        self.step = step
-
-    def on_train_batch_end(self, batch, logs=None):
-        if int(self.model.optimizer.iterations.numpy()) == self.step:
-            raise RuntimeError("crash")
 
 
 def test_one_input_pipeline_per_fit_and_an_exact_mid_epoch_resume(tmp_path):

@@ -52,3 +52,15 @@ def loss_fn(batch, outputs, count):
 def numpy_loss(model, x, y) -> float:
     out = model(x, training=False).numpy()
     return float(np.mean(np.sum((out - y) ** 2, axis=1)))
+
+
+class CrashAt(keras.callbacks.Callback):
+    """Raises after global step ``step`` (before a step checkpoint of that step)."""
+
+    def __init__(self, step):
+        super().__init__()
+        self.step = step
+
+    def on_train_batch_end(self, batch, logs=None):
+        if int(self.model.optimizer.iterations.numpy()) == self.step:
+            raise RuntimeError("crash")
