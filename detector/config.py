@@ -91,7 +91,8 @@ class DataConfig:
     num_parallel_calls: int = -1               # -1 = tf.data.AUTOTUNE
     seed: int | None = 0                    # null = non-deterministic
     repeat_factor_threshold: float = 0.0  # >0: oversample images of rare classes (LVIS repeat factors); not for tfds
-    cache_images: bool = True                  # keep encoded image bytes in memory
+    cache_images: bool | Literal["decoded"] = True  # train images in memory: encoded bytes, or decoded (EXIF applied)
+    cache_max_side: int | None = None  # decoded cache: longer side; null = image_size * max(1, augment.scale[1])
     unknown_classes: Literal["error", "skip"] = "error"   # category names not in data.classes
     cache_dir: str = "~/.cache/detector"       # written GT JSON files (voc, filtered sets)
 
@@ -357,6 +358,7 @@ def _check(cfg: Config) -> None:
          f"{d.image_size} is not a multiple of the largest stride 2**max_level = {stride}")
     need(d.max_boxes > 0, "data.max_boxes", f"must be positive, got {d.max_boxes}")
     need(d.max_images is None or d.max_images > 0, "data.max_images", "must be positive or null")
+    need(d.cache_max_side is None or d.cache_max_side > 0, "data.cache_max_side", "must be positive or null")
     need(d.shuffle_buffer >= 0, "data.shuffle_buffer", "must be >= 0")
     need(d.repeat_factor_threshold >= 0, "data.repeat_factor_threshold", "must be >= 0 (0 = off)")
     need(d.repeat_factor_threshold == 0 or d.source != "tfds", "data.repeat_factor_threshold",

@@ -14,6 +14,9 @@ area are dropped and counted):
    ``PadIfNeeded(S, S, top_left)`` + ``RandomCrop(S, S)`` (crops only when the zoomed
    image exceeds S; padding stays 0).
 
+The record's image may also arrive decoded (uint8 ``[H, W, 3]`` pixels from
+``data.cache_images: decoded``, EXIF already applied): then it is used as it is.
+
 Evaluation: letterbox only (longer side = S, pad bottom/right with 0).
 
 Output of :meth:`Processor.__call__` (``M = data.max_boxes``, ``S = data.image_size``):
@@ -156,7 +159,10 @@ class Processor:
         name = name.decode("utf-8", "replace") if isinstance(name, bytes) else str(name)
         hw = tuple(int(v) for v in np.asarray(size).reshape(-1)[:2]) if size is not None else None
         try:
-            image, note = decode_checked(bytes(encoded), hw)
+            if isinstance(encoded, np.ndarray) and encoded.ndim == 3:   # data.cache_images: decoded
+                image, note = encoded, ""
+            else:
+                image, note = decode_checked(bytes(encoded), hw)
             if image is None:
                 self._skip(name, note)
                 return self._empty()

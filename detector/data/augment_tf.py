@@ -16,6 +16,9 @@ per element:
 5. random S x S crop when larger, pad bottom/right with 0 when smaller; boxes clipped,
    those keeping less than ``min_visibility`` of their area dropped.
 
+``encoded`` may also be decoded uint8 ``[H, W, 3]`` pixels (``data.cache_images: decoded``,
+EXIF already applied): then nothing is decoded.
+
 Undecodable images (and images whose decoded size differs from the annotated one)
 raise inside the graph; the pipeline drops them with ``ignore_errors`` (logged by TF at
 each visit; not counted in :class:`PipelineStats`: that is the albumentations path).
@@ -53,6 +56,14 @@ def decode(encoded: tf.Tensor, size: tf.Tensor | None = None) -> tf.Tensor:
                                                            tf.shape(img)[:2], size])]):
             img = tf.identity(img)
     return img
+
+
+def pixels(image: tf.Tensor, size: tf.Tensor | None = None) -> tf.Tensor:
+    """uint8 ``[H, W, 3]``: ``image`` itself when already decoded (uint8 pixels from
+    ``data.cache_images: decoded``), else :func:`decode` of its bytes."""
+    if image.dtype == tf.uint8:
+        return image
+    return decode(image, size)
 
 
 def _clip_xyxy(boxes, h, w):
@@ -100,7 +111,7 @@ def _pack(image, xyxy, xywh, classes, crowd, area, depth, scale, hw, max_boxes: 
 def tf_eval(encoded: tf.Tensor, boxes: tf.Tensor, classes: tf.Tensor, crowd: tf.Tensor, area: tf.Tensor,
             depth: tf.Tensor, data_cfg: DataConfig, size: tf.Tensor | None = None) -> dict:
     """Letterbox only; every annotation kept as annotated (see augment.py)."""
-    img = decode(encoded, size)
+    img = pixels(encoded, size)
     h, w = tf.shape(img)[0], tf.shape(img)[1]
     hf, wf = tf.cast(h, tf.float64), tf.cast(w, tf.float64)
     s = data_cfg.image_size / tf.maximum(hf, wf)
@@ -125,7 +136,7 @@ def tf_train(encoded: tf.Tensor, boxes: tf.Tensor, classes: tf.Tensor, crowd: tf
     annotated_size = size
     a, size = data_cfg.augment, data_cfg.image_size
     seed = tf.cast(seed, tf.int64)
-    img = decode(encoded, annotated_size)
+    img = pixels(encoded, annotated_size)
     h, w = tf.shape(img)[0], tf.shape(img)[1]
     hf, wf = tf.cast(h, tf.float64), tf.cast(w, tf.float64)
     xyxy = _clip_xyxy(boxes, hf, wf)

@@ -26,7 +26,8 @@ for each pass when an epoch is longer than the split) and each image's augmentat
 (its position in the epoch), so its batches are the same whichever epoch the pipeline
 started at.  ``skip_steps`` (a resumed run) skips records, not batches: the skipped
 images are never decoded.  Encoded image bytes are cached in memory
-(``data.cache_images``, file sources): the pipeline reads every image of its split (or
+(``data.cache_images``, file sources; ``decoded``: the decoded, shrunk pixels instead,
+:mod:`detector.data.decoded_cache`): the pipeline reads every image of its split (or
 shard) once, in one pass before the first batch, and every epoch reads the cache.
 Without ``epochs`` the stream is one endless epoch with data seed ``data.seed`` (its
 cache fills during the first pass).
@@ -57,6 +58,7 @@ import tensorflow as tf
 from detector.config import Config
 from detector.data import augment_tf
 from detector.data.augment import NO_READABLE_IMAGES, OUTPUT_DTYPES, Processor
+from detector.data.decoded_cache import cache_max_side, decode_for_cache
 from detector.data.records import PipelineStats
 from detector.data.sampling import epoch_repeat_counts
 from detector.data.sources import load_records, repeat_factors, source_dataset
@@ -193,12 +195,13 @@ def epoch_seed(seed, epoch):
     return (seed * 1_000_003 + epoch) % (2 ** 31 - 1)
 
 
-def _training_source(cfg: Config, split: str, shard):
+def _training_source(cfg: Config, split: str, shard, stats: PipelineStats):
     """``(dataset to probe, number of images, dataset to fill the cache or None, one_pass)``.
 
     ``one_pass(seed)`` (``seed`` an int64 tensor: the epoch's data seed) gives one pass over
     this pipeline's images before shuffling: file sources in file order from the
-    in-memory cache (``data.cache_images``), each image repeated by its repeat factor drawn
+    in-memory cache (``data.cache_images``: encoded bytes, or decoded pixels, see
+    :mod:`detector.data.decoded_cache`), each image repeated by its repeat factor drawn
     from ``seed``; tfds reads its files in an order shuffled by ``seed``.
     """
     d = cfg.data
@@ -207,7 +210,9 @@ def _training_source(cfg: Config, split: str, shard):
         return probe, num_images, None, lambda seed: source_dataset(cfg, split, True, shard=shard, seed=seed)[0]
     probe, num_images = source_dataset(cfg, split, True, shard=shard)
     ds, fill = probe, None
-    if d.cache_images:
+    if d.cache_images == "decoded":   # pixels: decoded (EXIF applied) and shrunk once, every pass reads memory
+        ds = fill = decode_for_cache(probe, cache_max_side(d), stats, num_images).cache()
+    elif d.cache_images:
         ds = fill = ds.cache()  # encoded bytes only: filled once, then every pass of every epoch reads memory
     factors = repeat_factors(cfg, split)
     if factors is None:
@@ -294,11 +299,12 @@ def make_dataset(cfg: Config, split: str, training: bool, stats: PipelineStats |
         batch = input_context.get_per_replica_batch_size(batch)
         replicas = input_context.num_replicas_in_sync // input_context.num_input_pipelines
     if training:
-        ds, num_images, fill, one_pass = _training_source(cfg, split, shard)
+        ds, num_images, fill, one_pass = _training_source(cfg, split, shard, stats)
     else:
         ds, num_images = source_dataset(cfg, split, training, shard=shard)
     python_free = d.augment.backend in ("tf", "none")
-    if training and python_free:
+    decoded_cache = training and d.cache_images == "decoded" and d.source != "tfds"
+    if training and python_free and not decoded_cache:   # the decoded cache decodes with OpenCV and checks itself
         _check_one_image_decodes(ds, split, num_images)
     step = (_tf_step(d, training) if python_free
             else _numpy_step(Processor(d, training, stats, num_images if training else None), d))

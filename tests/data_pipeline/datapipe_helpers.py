@@ -1,6 +1,7 @@
 """Helpers shared by the data-pipeline tests (imported as a plain module)."""
 
 import json
+import struct
 from pathlib import Path
 
 import cv2
@@ -26,3 +27,11 @@ def write_coco(root: Path, images: list[dict], anns: list[dict], categories: lis
     path = root / name
     path.write_text(json.dumps({"images": entries, "annotations": anns, "categories": categories}))
     return path
+
+
+def with_exif_orientation(jpeg: bytes, orientation: int) -> bytes:
+    """Insert an APP1/Exif segment holding only the Orientation tag (0x0112) after SOI."""
+    tiff = b"MM\x00\x2a" + struct.pack(">I", 8) + struct.pack(">H", 1) \
+        + struct.pack(">HHIHH", 0x0112, 3, 1, orientation, 0) + struct.pack(">I", 0)
+    payload = b"Exif\x00\x00" + tiff
+    return jpeg[:2] + b"\xff\xe1" + struct.pack(">H", len(payload) + 2) + payload + jpeg[2:]

@@ -6,14 +6,13 @@ zero-byte file, 1x1 image, EXIF orientation, grayscale / RGBA / CMYK."""
 import dataclasses
 import json
 import logging
-import struct
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
 import tensorflow as tf
-from datapipe_helpers import write_coco
+from datapipe_helpers import with_exif_orientation, write_coco
 
 from detector.data import PipelineStats, dataset_info, make_dataset
 from detector.data.augment import Processor, decode_checked
@@ -44,19 +43,11 @@ def _png(img) -> bytes:
     return cv2.imencode(".png", img)[1].tobytes()
 
 
-def _with_exif_orientation(jpeg: bytes, orientation: int) -> bytes:
-    """Insert an APP1/Exif segment holding only the Orientation tag (0x0112) after SOI."""
-    tiff = b"MM\x00\x2a" + struct.pack(">I", 8) + struct.pack(">H", 1) \
-        + struct.pack(">HHIHH", 0x0112, 3, 1, orientation, 0) + struct.pack(">I", 0)
-    payload = b"Exif\x00\x00" + tiff
-    return jpeg[:2] + b"\xff\xe1" + struct.pack(">H", len(payload) + 2) + payload + jpeg[2:]
-
-
 def _rotated_phone_photo():
     """(encoded, the view as shown): stored pixels rotated so that EXIF 6 (rotate 90 CW) shows the view."""
     view = _scene()
     stored = np.ascontiguousarray(np.rot90(view, k=1))           # 90 x 60, counter-clockwise
-    return _with_exif_orientation(_jpeg(stored), 6), view
+    return with_exif_orientation(_jpeg(stored), 6), view
 
 
 def _red_share(img, box):
