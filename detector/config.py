@@ -63,6 +63,8 @@ class AugmentConfig:
     hue_saturation: float = 0.1                # colour jitter strength in [0, 1]
     min_visibility: float = 0.3                # drop boxes cut to less than this share
     rescale_depth: bool = True                 # depth /= zoom factor (pinhole-consistent)
+    mosaic: float = 0.0  # probability that a training image becomes a mosaic of 4 images of its batch
+    mosaic_window: tuple[float, float] = (1.0, 2.0)  # mosaic: side of the window cut from the 2x2 tiling / image_size
 
 
 @dataclass(frozen=True)
@@ -359,6 +361,9 @@ def _check(cfg: Config) -> None:
     need(d.max_boxes > 0, "data.max_boxes", f"must be positive, got {d.max_boxes}")
     need(d.max_images is None or d.max_images > 0, "data.max_images", "must be positive or null")
     need(d.cache_max_side is None or d.cache_max_side > 0, "data.cache_max_side", "must be positive or null")
+    need(0 <= d.augment.mosaic <= 1, "data.augment.mosaic", "must be in [0, 1]")
+    need(1 <= d.augment.mosaic_window[0] <= d.augment.mosaic_window[1] <= 2, "data.augment.mosaic_window",
+         "must be [lo, hi] with 1 <= lo <= hi <= 2")
     need(d.shuffle_buffer >= 0, "data.shuffle_buffer", "must be >= 0")
     need(d.repeat_factor_threshold >= 0, "data.repeat_factor_threshold", "must be >= 0 (0 = off)")
     need(d.repeat_factor_threshold == 0 or d.source != "tfds", "data.repeat_factor_threshold",

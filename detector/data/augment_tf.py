@@ -61,6 +61,7 @@ def decode(encoded: tf.Tensor, size: tf.Tensor | None = None) -> tf.Tensor:
 def pixels(image: tf.Tensor, size: tf.Tensor | None = None) -> tf.Tensor:
     """uint8 ``[H, W, 3]``: ``image`` itself when already decoded (uint8 pixels from
     ``data.cache_images: decoded``), else :func:`decode` of its bytes."""
+    image = tf.convert_to_tensor(image)
     if image.dtype == tf.uint8:
         return image
     return decode(image, size)

@@ -41,7 +41,9 @@ batch completed with ``valid=False`` padding images (targets all ignore, no boxe
 
 Per image: ONE ``tf.numpy_function`` (decode + albumentations + letterbox, see
 :mod:`detector.data.augment`) or the pure-TF path (:mod:`detector.data.augment_tf`,
-``data.augment.backend: tf``/``none``), then targets from
+``data.augment.backend: tf``/``none``), in training optionally mixed into mosaics by
+groups of one step's images (``data.augment.mosaic``, :mod:`detector.data.mosaic`),
+then targets from
 :func:`detector.targets.assign.assign_targets` in the graph.  Unreadable images are
 filtered out (warning + count in :class:`PipelineStats`); randomness is seeded per
 element from ``data.seed`` and the element's position, so with a seed the stream is
@@ -59,6 +61,7 @@ from detector.config import Config
 from detector.data import augment_tf
 from detector.data.augment import NO_READABLE_IMAGES, OUTPUT_DTYPES, Processor
 from detector.data.decoded_cache import cache_max_side, decode_for_cache
+from detector.data.mosaic import mosaic_batch
 from detector.data.records import PipelineStats
 from detector.data.sampling import epoch_repeat_counts
 from detector.data.sources import load_records, repeat_factors, source_dataset
@@ -229,8 +232,15 @@ def _training_source(cfg: Config, split: str, shard, stats: PipelineStats):
 
 
 def _training_stream(cfg: Config, one_pass, fill, process, epochs: Epochs | None, per_step: int) -> tf.data.Dataset:
-    """The processed training elements of all epochs in sequence (see :func:`make_dataset`)."""
+    """The processed training elements of all epochs in sequence (see :func:`make_dataset`),
+    before target assignment; with ``data.augment.mosaic`` the images of each step are
+    mixed (:mod:`detector.data.mosaic`)."""
     d = cfg.data
+    a = d.augment
+    mix = None
+    if a.mosaic > 0 and a.backend != "none":
+        def mix(e):
+            return mosaic_batch(e, a.mosaic, a.mosaic_window, a.min_visibility, a.rescale_depth)
     # data.seed null: a fresh seed per pipeline (not reproducible), used as a seed would be
     base = d.seed if d.seed is not None else int(tf.random.uniform([], 0, 2 ** 31 - 1, tf.int64))
     graph_seed = cfg.train.seed % (2 ** 31 - 1) + 1   # never 0: a 0 graph seed rejects tensor op seeds
@@ -245,7 +255,10 @@ def _training_stream(cfg: Config, one_pass, fill, process, epochs: Epochs | None
         # Skipping here, at the record level, spares decoding and augmenting the skipped images;
         # the position i still counts them, so the rest get the same per-image seeds.
         ds = ds.repeat().enumerate().skip(skip)
-        return process(ds, seed * 1_000_003).take(take)
+        ds = process(ds, seed * 1_000_003).take(take)
+        if mix is not None:   # groups of one step's images: an epoch is a whole number of them
+            ds = ds.batch(per_step, drop_remainder=True).map(mix).unbatch()
+        return ds
 
     if epochs is None:   # one endless epoch with data seed data.seed
         starts = tf.data.Dataset.from_tensors(tf.constant([base, 0, -1], tf.int64))
@@ -312,18 +325,20 @@ def make_dataset(cfg: Config, split: str, training: bool, stats: PipelineStats |
     def process(ds: tf.data.Dataset, seed_base) -> tf.data.Dataset:
         """(position i, canonical element) -> network input and targets; unreadable images dropped.
         The element's position seeds its randomness (``seed_base + i``)."""
-        ds = ds.map(lambda i, e: dict(step(e, seed_base + i), image_id=e["image_id"]),
+        ds = ds.map(lambda i, e: dict(step(e, seed_base + i), image_id=e["image_id"], aug_seed=seed_base + i),
                     num_parallel_calls=parallel, deterministic=deterministic)
         if python_free:
             ds = ds.ignore_errors(log_warning=True)
         else:
             ds = ds.filter(lambda e: e["ok"])
-        return ds.map(_targets_step(cfg, with_gt), num_parallel_calls=parallel, deterministic=deterministic)
+        return ds
 
+    targets = _targets_step(cfg, with_gt)
     if training:
         ds = _training_stream(cfg, one_pass, fill, process, epochs, batch * replicas)
+        ds = ds.map(targets, num_parallel_calls=parallel, deterministic=deterministic)
     else:
-        ds = process(ds.enumerate(), 0)
+        ds = process(ds.enumerate(), 0).map(targets, num_parallel_calls=parallel, deterministic=deterministic)
         # B-1 padding elements then drop_remainder: every image once, no all-padding batch.
         ds = ds.concatenate(_padding(ds.element_spec).repeat(batch - 1))
     ds = ds.batch(batch, drop_remainder=True)
