@@ -61,7 +61,7 @@ def mosaic_batch(e: dict, probability: float, window: tuple[float, float], min_v
         return tf.roll(x, -k, axis=0)
 
     canvas = tf.concat([tf.concat([img, quad(img, 1)], 2), tf.concat([quad(img, 2), quad(img, 3)], 2)], 1)
-    out_img = tf.image.crop_and_resize(tf.cast(canvas, tf.float32), mosaic_window(y0, x0, side, 2 * s, s),
+    out_img = tf.image.crop_and_resize(canvas, mosaic_window(y0, x0, side, 2 * s, s),   # uint8 in, float32 out
                                        tf.range(b), [s, s])
     out_img = tf.cast(tf.clip_by_value(tf.round(out_img), 0.0, 255.0), tf.uint8)
 
