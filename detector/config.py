@@ -63,7 +63,7 @@ class AugmentConfig:
     hue_saturation: float = 0.1                # colour jitter strength in [0, 1]
     min_visibility: float = 0.3                # drop boxes cut to less than this share
     rescale_depth: bool = True                 # depth /= zoom factor (pinhole-consistent)
-    mosaic: float = 0.0  # probability that a training image becomes a mosaic of 4 images of its batch
+    mosaic: float = 0.0  # probability that a training image becomes a mosaic of 4 of its batch (not with backend none)
     mosaic_window: tuple[float, float] = (1.0, 2.0)  # mosaic: side of the window cut from the 2x2 tiling / image_size
 
 

@@ -323,8 +323,9 @@ def make_dataset(cfg: Config, split: str, training: bool, stats: PipelineStats |
             else _numpy_step(Processor(d, training, stats, num_images if training else None), d))
 
     def process(ds: tf.data.Dataset, seed_base) -> tf.data.Dataset:
-        """(position i, canonical element) -> network input and targets; unreadable images dropped.
-        The element's position seeds its randomness (``seed_base + i``)."""
+        """(position i, canonical element) -> augmented, letterboxed image and its boxes (targets
+        come later); unreadable images dropped.  The element's position seeds its randomness
+        (``seed_base + i``, kept as ``aug_seed`` for the mosaic)."""
         ds = ds.map(lambda i, e: dict(step(e, seed_base + i), image_id=e["image_id"], aug_seed=seed_base + i),
                     num_parallel_calls=parallel, deterministic=deterministic)
         if python_free:
