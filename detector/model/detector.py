@@ -5,7 +5,8 @@
 
     {"cls_logits": float32 [B, N, C]   logits, class ids 0..C-1, no background slot,
      "box":        float32 [B, N, 4]   codes [ty, tx, th, tw] (detector.targets.box_coder),
-     "depth":      float32 [B, N]      predicted log(depth in metres)}
+     "depth":      float32 [B, N]      predicted log(depth in metres), or
+                   float32 [B, N, C]   one per class with model.depth_per_class}
 
 with ``N`` anchors in the order of :mod:`detector.targets.anchors`.  The forward pass has
 no data-dependent Python control flow (exportable to TFLite).
@@ -85,7 +86,8 @@ class Detector(keras.Model):
             self.cls_predictor = AnchorPredictor(num_anchors, len(self.class_names), m.separable,
                                                  bias_init=-math.log((1.0 - p) / p), name="cls_predictor")
             self.box_predictor = AnchorPredictor(num_anchors, 4, m.separable, name="box_predictor")
-            self.depth_predictor = AnchorPredictor(num_anchors, 1, m.separable, bias_init=math.log(m.depth_prior),
+            self.depth_predictor = AnchorPredictor(num_anchors, len(self.class_names) if m.depth_per_class else 1,
+                                                   m.separable, bias_init=math.log(m.depth_prior),
                                                    name="depth_predictor")
 
         self.task_uncertainty = None
@@ -113,8 +115,12 @@ class Detector(keras.Model):
         return {
             "cls_logits": keras.ops.cast(self.cls_predictor(cls_feats), "float32"),
             "box": keras.ops.cast(self.box_predictor(box_feats), "float32"),
-            "depth": keras.ops.cast(keras.ops.squeeze(self.depth_predictor(depth_feats), -1), "float32"),
+            "depth": keras.ops.cast(self._depth(depth_feats), "float32"),
         }
+
+    def _depth(self, depth_feats):
+        depth = self.depth_predictor(depth_feats)                 # [B, N, C or 1]
+        return depth if self.config_tree.model.depth_per_class else keras.ops.squeeze(depth, -1)
 
     # ------------------------------------------------------------------ training
 

@@ -93,12 +93,14 @@ def test_float_tflite_raw_head_equals_keras(setup, float_models):
             np.testing.assert_allclose(got[k], ref[k][i].numpy(), atol=1e-4, rtol=0, err_msg=k)
 
 
-@pytest.mark.parametrize("use_grid,threshold", [(True, None), (False, None), (True, 0.3)],
-                         ids=["anchor_grid", "anchor_table", "threshold_0.3"])
-def test_in_model_postprocess_equals_python_decode_on_random_outputs(setup, use_grid, threshold):
+@pytest.mark.parametrize("use_grid,threshold,depth_per_class",
+                         [(True, None, False), (False, None, False), (True, 0.3, False), (True, None, True)],
+                         ids=["anchor_grid", "anchor_table", "threshold_0.3", "depth_per_class"])
+def test_in_model_postprocess_equals_python_decode_on_random_outputs(setup, use_grid, threshold, depth_per_class):
     """Continuous random head outputs (no score ties): the TFLite graph of
     detector.export.postprocess gives exactly the detections of decode_detections, also
-    with a score threshold that floors most logits before the top-k (``threshold_0.3``)."""
+    with a score threshold that floors most logits before the top-k (``threshold_0.3``)
+    and with one log-depth per anchor and class (``depth_per_class``: [1, N, C])."""
     import dataclasses
 
     import tensorflow as tf
@@ -119,14 +121,16 @@ def test_in_model_postprocess_equals_python_decode_on_random_outputs(setup, use_
     if not use_grid:
         grid = None
 
-    @tf.function(input_signature=[tf.TensorSpec([1, n, c]), tf.TensorSpec([1, n, 4]), tf.TensorSpec([1, n])])
+    depth_shape = (1, n, c) if depth_per_class else (1, n)
+
+    @tf.function(input_signature=[tf.TensorSpec([1, n, c]), tf.TensorSpec([1, n, 4]), tf.TensorSpec(depth_shape)])
     def fn(cls_logits, box, depth):
         return postprocess_single({"cls_logits": cls_logits, "box": box, "depth": depth}, anchors, cfg.eval, sf, size,
                                   grid)
 
     module = tf.Module()
     module.fn = fn
-    saved = setup[0] / f"sm_postprocess_only_{use_grid}_{threshold}"
+    saved = setup[0] / f"sm_postprocess_only_{use_grid}_{threshold}_{depth_per_class}"
     tf.saved_model.save(module, str(saved), signatures={"serving_default": fn})
     conv = tf.lite.TFLiteConverter.from_saved_model(str(saved))
     conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
@@ -136,7 +140,7 @@ def test_in_model_postprocess_equals_python_decode_on_random_outputs(setup, use_
     for _ in range(3):
         raw = {"cls_logits": rng.normal(-3.0, 2.0, (1, n, c)).astype(np.float32),
                "box": rng.normal(0.0, 1.0, (1, n, 4)).astype(np.float32),
-               "depth": rng.normal(2.0, 0.5, (1, n)).astype(np.float32)}
+               "depth": rng.normal(2.0, 0.5, depth_shape).astype(np.float32)}
         ref = {k: v.numpy() for k, v in decode_detections(raw, anchors, cfg.eval, sf).items()}
         by_key = run(**raw)
         assert int(by_key["num_detections"][0]) == int(ref["num_detections"][0]) > 10

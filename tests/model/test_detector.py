@@ -26,6 +26,7 @@ def _images(b, size, seed=0):
     {},                                                          # small_cnn, levels 3-5
     {"min_level": 3, "max_level": 7, "separable": False},       # extra stride-2 levels 6, 7
     {"min_level": 2, "max_level": 4, "depth_head": "own_tower", "activation": "swish"},
+    {"depth_per_class": True},                                   # depth [B, N, C]
     {"backbone": {"name": "mobilenet_v2", "alpha": 0.35, "weights": None}},
 ])
 def test_output_shapes_match_anchors(model_cfg):
@@ -35,7 +36,7 @@ def test_output_shapes_match_anchors(model_cfg):
     n = anchors_for_config(cfg).shape[0]
     assert out["cls_logits"].shape == (2, n, 3)
     assert out["box"].shape == (2, n, 4)
-    assert out["depth"].shape == (2, n)
+    assert out["depth"].shape == ((2, n, 3) if model_cfg.get("depth_per_class") else (2, n))
     assert all(v.dtype == tf.float32 for v in out.values())
     np.testing.assert_array_equal(model.anchors(), anchors_for_config(cfg))
 
