@@ -41,10 +41,27 @@ def setup(tmp_path_factory):
         for w in layer.weights:
             if "pointwise" in w.path or ("kernel" in w.path and "depthwise" not in w.path):
                 w.assign(w * factor)
+    # Distinct per-class depth offsets, so that reading the detection's class is tested too.
+    model.depth_class_offset.offset.assign(np.linspace(-0.5, 0.5, cfg.num_classes))
     path = tmp / "model.keras"
     model.save(path)
     sets = [a for o in overrides for a in ("--set", o)]
     return tmp, sets, cfg, model, path, batch
+
+
+def _postprocess_op_types(model_content: bytes) -> set[str]:
+    """Op types whose outputs are all tensors of the in-model post-processing."""
+    from detector.export.converter import is_postprocess_node
+    from detector.export.tflite_runner import make_interpreter
+
+    interp = make_interpreter(model_content=model_content, num_threads=1, xnnpack=False)
+    names = {t["index"]: t["name"] for t in interp.get_tensor_details()}
+    types = set()
+    for op in interp._get_ops_details():  # noqa: SLF001
+        outs = [names[i] for i in op["outputs"] if i >= 0]
+        if outs and all(is_postprocess_node(n) for n in outs):
+            types.add(op["op_name"])
+    return types
 
 
 @pytest.fixture(scope="module")
@@ -197,8 +214,10 @@ def test_int8_export_report_metadata_and_overlap(setup, float_models, int8_expor
     counts = op_counts(out.read_bytes())
     assert counts.get("CONV_2D", 0) > 0 and counts.get("QUANTIZE", 0) > 0
     assert not any(k.startswith("Flex") or k == "CUSTOM" for k in counts)
-    # the post-processing is float: no quantized tensor in it, no LOGISTIC (fixed int8 output range)
-    assert not quantized_postprocess_tensors(out.read_bytes()) and "LOGISTIC" not in counts
+    # the post-processing is float: no quantized tensor in it, no LOGISTIC (fixed int8 output
+    # range) for the scores; the body's swish activations do use LOGISTIC
+    assert not quantized_postprocess_tensors(out.read_bytes()) and counts.get("LOGISTIC", 0) > 0
+    assert "LOGISTIC" not in _postprocess_op_types(out.read_bytes())
     # --analyze-layers with a passing gate: the per-layer report, but the plain INT8 file
     quant = meta["quantization"]
     assert "per-layer quantization error of" in stdout and "per-layer sensitivity" in stdout
@@ -347,7 +366,7 @@ def test_int8_quantizer_keeps_the_postprocess_float(setup, float_models):
     assert not {"CONV_2D", "DEPTHWISE_CONV_2D", "CONCATENATION", "RESHAPE"} & set(quantizer.postprocess_ops)
     model = quantizer.quantize()
     assert not converter.quantized_postprocess_tensors(model)
-    assert "CONV_2D" in converter.op_counts(model) and "LOGISTIC" not in converter.op_counts(model)
+    assert "CONV_2D" in converter.op_counts(model) and "LOGISTIC" not in _postprocess_op_types(model)
     quantizer.postprocess_ops = []          # node names alone: quantized ops slip into the post-processing
     with pytest.raises(RuntimeError, match="quantized tensor"):
         quantizer.quantize()

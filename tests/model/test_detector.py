@@ -68,6 +68,20 @@ def test_prior_bias_and_depth_prior():
     np.testing.assert_allclose(np.exp(out["depth"].numpy()).mean(), 20.0, rtol=0.05)
 
 
+def test_depth_per_class_adds_one_learned_offset_per_class():
+    """depth [B, N, C] = the shared per-anchor prediction + offset[c]; offsets start at 0."""
+    cfg = _cfg(64, {"depth_per_class": True, "depth_prior": 20.0})
+    model = build_detector(cfg)
+    x = _images(2, 64)
+    depth = model(x, training=False)["depth"].numpy()
+    np.testing.assert_allclose(depth - depth[..., :1], 0.0, atol=1e-6)        # offsets start equal (0)
+    np.testing.assert_allclose(np.exp(depth).mean(), 20.0, rtol=0.05)
+    model.depth_class_offset.offset.assign([0.0, np.log(2.0), -1.0])
+    moved = model(x, training=False)["depth"].numpy()
+    np.testing.assert_allclose(moved - depth, np.broadcast_to([0.0, np.log(2.0), -1.0], depth.shape), atol=1e-5)
+    assert "detector/depth_class_offset/offset" in {w.path for w in model.trainable_weights}
+
+
 def test_predictor_flattening_follows_anchor_order():
     """Feed per-level maps holding each cell's centre; row n must land on anchor n's centre."""
     size, levels, ratios, num_scales = 64, (3, 4), (0.5, 1.0, 2.0), 2
