@@ -104,15 +104,15 @@ class DetectionEvaluator:
         return outputs, decode_detections(outputs, self.anchors, self.cfg.eval, self.cfg.model.box_scale_factors)
 
     def _replica(self, model, images, targets, forward_decode):
-        from detector.losses import count_positives
+        from detector.losses import count_positives, depth_of_class
 
         outputs, dets = forward_decode(images)
         ctx = tf.distribute.get_replica_context()
         positives = ctx.all_reduce(SUM, count_positives(targets))
         loss = model.detection_loss(targets, outputs, positives)["total"]
         mask = tf.cast(targets["depth_mask"], tf.float32)
-        # depth head predicts log(metres); targets["depth"] is log(metres) too
-        rel = tf.abs(tf.exp(outputs["depth"] - targets["depth"]) - 1.0)
+        # depth head predicts log(metres) (per class: the target class's); targets["depth"] too
+        rel = tf.abs(tf.exp(depth_of_class(outputs["depth"], targets["cls"]) - targets["depth"]) - 1.0)
         depth_sum = tf.reduce_sum(tf.where(mask > 0, rel, 0.0))
         return ({k: dets[k] for k in ("boxes", "scores", "classes", "depth")},
                 loss, depth_sum, tf.reduce_sum(mask))

@@ -111,7 +111,8 @@ def postprocess_single(outputs: dict, anchors: np.ndarray, eval_cfg, scale_facto
 
     Args:
       outputs: ``cls_logits`` float32 ``[1, N, C]`` (no background slot), ``box``
-        ``[1, N, 4]`` codes ``[ty, tx, th, tw]``, ``depth`` ``[1, N]`` log-metres.
+        ``[1, N, 4]`` codes ``[ty, tx, th, tw]``, ``depth`` ``[1, N]`` log-metres (or
+        ``[1, N, C]``, one per class: the detection's class is read).
       anchors: float32 ``[N, 4]`` yxyx network-input pixels (embedded as a constant
         unless ``grid`` is given).
       eval_cfg: :class:`~detector.config.EvalConfig` (``score_threshold``,
@@ -155,7 +156,11 @@ def postprocess_single(outputs: dict, anchors: np.ndarray, eval_cfg, scale_facto
         cand_anchors = tf.gather(tf.constant(np.asarray(anchors, np.float32)), anchor_idx)
     boxes = box_coder.decode(tf.gather(codes, anchor_idx), cand_anchors, scale_factors)
     boxes = tf.clip_by_value(boxes, 0.0, size)
-    depth = tf.exp(tf.clip_by_value(tf.gather(log_depth, anchor_idx), *_LOG_DEPTH_RANGE))
+    if log_depth.shape.rank == 2:   # [N, C], one per class: flat_idx = anchor * C + class
+        log_depth = tf.reshape(log_depth, [num_anchors * num_classes])
+        depth = tf.exp(tf.clip_by_value(tf.gather(log_depth, flat_idx), *_LOG_DEPTH_RANGE))
+    else:
+        depth = tf.exp(tf.clip_by_value(tf.gather(log_depth, anchor_idx), *_LOG_DEPTH_RANGE))
 
     nms_boxes = boxes
     if not eval_cfg.class_agnostic_nms:

@@ -14,10 +14,16 @@ them load with ``safe_mode=True``.
 from detector.losses.detection import DetectionLoss, all_reduce_sum, count_positives
 from detector.losses.dice import DiceLoss
 from detector.losses.focal import FocalLoss, focal_loss_per_anchor
-from detector.losses.multitask import MultiTaskRegressionLoss, TaskUncertainty, huber, regression_per_anchor
+from detector.losses.multitask import (
+    MultiTaskRegressionLoss,
+    TaskUncertainty,
+    depth_of_class,
+    huber,
+    regression_per_anchor,
+)
 
 __all__ = [
     "DetectionLoss", "DiceLoss", "FocalLoss", "MultiTaskRegressionLoss", "TaskUncertainty",
-    "all_reduce_sum", "count_positives", "focal_loss_per_anchor", "huber", "regression_per_anchor",
+    "all_reduce_sum", "count_positives", "depth_of_class", "focal_loss_per_anchor", "huber", "regression_per_anchor",
 ]
 

@@ -5,7 +5,8 @@ Per anchor (targets from :func:`detector.targets.assign.assign_targets`)::
     box   = sum_{k in ty,tx,th,tw} huber(pred_k - target_k; delta)   only where cls >= 0
     depth = huber(pred - target; delta) or 0.5 * (pred - target)**2   only where depth_mask = 1
 
-Depth is regressed as log(metres); anchors whose object has no depth (e.g. COCO,
+Depth is regressed as log(metres) (with one prediction per class, that of the
+anchor's target class); anchors whose object has no depth (e.g. COCO,
 ``depth_mask = 0``) contribute nothing.  ``huber(e) = 0.5 e**2`` for ``|e| <= delta``,
 else ``delta * (|e| - 0.5 delta)`` (Keras' Huber), so "squared" and "huber" agree
 on small errors.  Errors are zeroed *before* the loss so garbage targets on masked
@@ -40,6 +41,22 @@ def huber(err, delta: float) -> tf.Tensor:
     return 0.5 * quad * quad + delta * (abs_err - quad)
 
 
+def depth_of_class(depth, classes) -> tf.Tensor:
+    """Per-anchor log-depth ``[..., N]`` from the model's depth output.
+
+    ``depth`` is ``[..., N]`` (one per anchor: returned as is) or ``[..., N, C]``
+    (``model.depth_per_class``: the entry of each anchor's class is taken); ``classes``
+    int ``[..., N]`` class ids, negative ids (background, ignored) read class 0 and must
+    be masked by the caller.
+    """
+    depth = tf.convert_to_tensor(depth)
+    classes = tf.convert_to_tensor(classes)
+    if depth.shape.rank == classes.shape.rank:
+        return depth
+    pick = tf.one_hot(tf.maximum(tf.cast(classes, tf.int32), 0), tf.shape(depth)[-1], dtype=depth.dtype)
+    return tf.reduce_sum(depth * pick, axis=-1)
+
+
 def regression_per_anchor(targets, outputs, huber_delta: float = 1.0,
                           depth_loss: str = "huber") -> tuple[tf.Tensor, tf.Tensor]:
     """Masked per-anchor box and depth losses.
@@ -48,7 +65,8 @@ def regression_per_anchor(targets, outputs, huber_delta: float = 1.0,
       targets: dict with ``cls`` ``[B, N]`` class ids (positives ``>= 0``), ``box``
         ``[B, N, 4]`` encoded ``[ty, tx, th, tw]``, ``depth`` ``[B, N]`` log-metres,
         ``depth_mask`` ``[B, N]`` (1 where the depth target is valid).
-      outputs: dict with ``box`` ``[B, N, 4]`` and ``depth`` ``[B, N]`` predictions.
+      outputs: dict with ``box`` ``[B, N, 4]`` and ``depth`` ``[B, N]`` (or ``[B, N, C]``,
+        one per class: the target class's entry is used) predictions.
 
     Returns:
       ``(box [B, N], depth [B, N])`` in the predictions' float dtype, not normalised.
@@ -60,7 +78,7 @@ def regression_per_anchor(targets, outputs, huber_delta: float = 1.0,
     box_err = tf.where(positive[..., None], box_err, tf.zeros_like(box_err))
     box = tf.reduce_sum(huber(box_err, huber_delta), axis=-1)
     has_depth = tf.cast(targets["depth_mask"], tf.float32) > 0.5
-    depth_err = tf.cast(outputs["depth"], dtype) - tf.cast(targets["depth"], dtype)
+    depth_err = tf.cast(depth_of_class(outputs["depth"], targets["cls"]), dtype) - tf.cast(targets["depth"], dtype)
     depth_err = tf.where(has_depth, depth_err, tf.zeros_like(depth_err))
     if depth_loss == "huber":
         depth = huber(depth_err, huber_delta)

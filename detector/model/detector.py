@@ -5,7 +5,9 @@
 
     {"cls_logits": float32 [B, N, C]   logits, class ids 0..C-1, no background slot,
      "box":        float32 [B, N, 4]   codes [ty, tx, th, tw] (detector.targets.box_coder),
-     "depth":      float32 [B, N]      predicted log(depth in metres)}
+     "depth":      float32 [B, N]      predicted log(depth in metres), or
+                   float32 [B, N, C]   one per class with model.depth_per_class: the
+                                       anchor's prediction plus a learned offset per class}
 
 with ``N`` anchors in the order of :mod:`detector.targets.anchors`.  The forward pass has
 no data-dependent Python control flow (exportable to TFLite).
@@ -31,7 +33,7 @@ from detector.config import Config, from_dict, to_dict
 from detector.losses import DetectionLoss, TaskUncertainty, all_reduce_sum, count_positives
 from detector.model.backbones import build_backbone
 from detector.model.fpn import FeaturePyramid
-from detector.model.heads import AnchorPredictor, HeadTower
+from detector.model.heads import AnchorPredictor, ClassOffset, HeadTower
 from detector.model.norm import synchronized_batchnorm
 from detector.targets import anchors as anchor_lib
 
@@ -87,6 +89,8 @@ class Detector(keras.Model):
             self.box_predictor = AnchorPredictor(num_anchors, 4, m.separable, name="box_predictor")
             self.depth_predictor = AnchorPredictor(num_anchors, 1, m.separable, bias_init=math.log(m.depth_prior),
                                                    name="depth_predictor")
+            self.depth_class_offset = (ClassOffset(len(self.class_names), name="depth_class_offset")
+                                       if m.depth_per_class else None)
 
         self.task_uncertainty = None
         if self.config_tree.loss.weighting == "uncertainty":
@@ -113,8 +117,12 @@ class Detector(keras.Model):
         return {
             "cls_logits": keras.ops.cast(self.cls_predictor(cls_feats), "float32"),
             "box": keras.ops.cast(self.box_predictor(box_feats), "float32"),
-            "depth": keras.ops.cast(keras.ops.squeeze(self.depth_predictor(depth_feats), -1), "float32"),
+            "depth": keras.ops.cast(self._depth(depth_feats), "float32"),
         }
+
+    def _depth(self, depth_feats):
+        depth = keras.ops.squeeze(self.depth_predictor(depth_feats), -1)     # [B, N]
+        return depth if self.depth_class_offset is None else self.depth_class_offset(depth)   # [B, N, C]
 
     # ------------------------------------------------------------------ training
 

@@ -80,3 +80,32 @@ class AnchorPredictor(keras.layers.Layer):
     def get_config(self):
         return {**super().get_config(), "num_anchors": self.num_anchors, "num_outputs": self.num_outputs,
                 "separable": self.separable, "bias_init": self.bias_init}
+
+
+@keras.saving.register_keras_serializable(package="detector")
+class ClassOffset(keras.layers.Layer):
+    """``call(x [B, N]) -> [B, N, C]``: ``x[..., None] + offset[c]``, one learned offset per
+    class (initialised to 0).
+
+    The depth head's per-class term (``model.depth_per_class``): objects of different
+    classes differ in physical size, so the same apparent size means a different
+    distance; the shared predictor keeps learning what every class has in common
+    (apparent size, occlusion) and each class only adds a constant in log-depth, which
+    rare classes can learn from few examples.
+    """
+
+    def __init__(self, num_classes: int, **kwargs):
+        super().__init__(**kwargs)
+        self.num_classes = int(num_classes)
+
+    def build(self, input_shape=None):
+        self.offset = self.add_weight(shape=(self.num_classes,), initializer="zeros", name="offset")
+
+    def call(self, x):
+        return keras.ops.expand_dims(x, -1) + keras.ops.cast(self.offset, x.dtype)
+
+    def compute_output_shape(self, input_shape):
+        return (*input_shape, self.num_classes)
+
+    def get_config(self):
+        return {**super().get_config(), "num_classes": self.num_classes}

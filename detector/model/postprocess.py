@@ -14,8 +14,8 @@ Steps per image (batched, no Python loops over data):
    offsets" trick; equivalent to per-class NMS followed by a merge by score).
    ``eval.class_agnostic_nms`` skips the shift.
 4. Keep the best ``D = eval.max_detections``; the selected indices gather box,
-   score, class and the anchor's depth (``exp`` of the predicted log-depth), so
-   depth travels with its box.  Padding rows: boxes 0, scores 0, classes -1, depth 0.
+   score, class and the anchor's depth (``exp`` of the predicted log-depth; of the
+   detection's class when the model predicts one per class), so depth travels with its box.  Padding rows: boxes 0, scores 0, classes -1, depth 0.
 
 ``tf.image.non_max_suppression_padded`` is used rather than
 ``combined_non_max_suppression`` because it returns indices (depth must follow the
@@ -51,7 +51,8 @@ def decode_detections(outputs, anchors, eval_cfg, scale_factors, image_size=None
 
     Args:
       outputs: dict ``cls_logits`` ``[B, N, C]``, ``box`` ``[B, N, 4]`` codes
-        ``[ty, tx, th, tw]``, ``depth`` ``[B, N]`` log-metres (the model output).
+        ``[ty, tx, th, tw]``, ``depth`` ``[B, N]`` log-metres (the model output), or
+        ``[B, N, C]`` one per class (the detection's class is read).
       anchors: float32 ``[N, 4]`` yxyx network-input pixels.
       eval_cfg: :class:`~detector.config.EvalConfig` (``score_threshold``,
         ``pre_nms_top_k``, ``nms_iou``, ``max_detections``, ``class_agnostic_nms``).
@@ -83,7 +84,11 @@ def decode_detections(outputs, anchors, eval_cfg, scale_factors, image_size=None
     cand_codes = tf.gather(codes, anchor_idx, batch_dims=1)                      # [B, K, 4]
     cand_boxes = box_coder.decode(cand_codes, tf.gather(anchors, anchor_idx), scale_factors)
     cand_boxes = tf.clip_by_value(cand_boxes, 0.0, size)
-    cand_depth = tf.exp(tf.clip_by_value(tf.gather(log_depth, anchor_idx, batch_dims=1), *_LOG_DEPTH_RANGE))
+    if log_depth.shape.rank == 3:   # [B, N, C], one per class: flat_idx = anchor * C + class
+        cand_log_depth = tf.gather(tf.reshape(log_depth, [-1, num_anchors * num_classes]), flat_idx, batch_dims=1)
+    else:
+        cand_log_depth = tf.gather(log_depth, anchor_idx, batch_dims=1)
+    cand_depth = tf.exp(tf.clip_by_value(cand_log_depth, *_LOG_DEPTH_RANGE))
 
     # 3. NMS (per class through coordinate offsets)
     nms_boxes = cand_boxes

@@ -41,10 +41,27 @@ def setup(tmp_path_factory):
         for w in layer.weights:
             if "pointwise" in w.path or ("kernel" in w.path and "depthwise" not in w.path):
                 w.assign(w * factor)
+    # Distinct per-class depth offsets, so that reading the detection's class is tested too.
+    model.depth_class_offset.offset.assign(np.linspace(-0.5, 0.5, cfg.num_classes))
     path = tmp / "model.keras"
     model.save(path)
     sets = [a for o in overrides for a in ("--set", o)]
     return tmp, sets, cfg, model, path, batch
+
+
+def _postprocess_op_types(model_content: bytes) -> set[str]:
+    """Op types whose outputs are all tensors of the in-model post-processing."""
+    from detector.export.converter import is_postprocess_node
+    from detector.export.tflite_runner import make_interpreter
+
+    interp = make_interpreter(model_content=model_content, num_threads=1, xnnpack=False)
+    names = {t["index"]: t["name"] for t in interp.get_tensor_details()}
+    types = set()
+    for op in interp._get_ops_details():  # noqa: SLF001
+        outs = [names[i] for i in op["outputs"] if i >= 0]
+        if outs and all(is_postprocess_node(n) for n in outs):
+            types.add(op["op_name"])
+    return types
 
 
 @pytest.fixture(scope="module")
@@ -93,12 +110,14 @@ def test_float_tflite_raw_head_equals_keras(setup, float_models):
             np.testing.assert_allclose(got[k], ref[k][i].numpy(), atol=1e-4, rtol=0, err_msg=k)
 
 
-@pytest.mark.parametrize("use_grid,threshold", [(True, None), (False, None), (True, 0.3)],
-                         ids=["anchor_grid", "anchor_table", "threshold_0.3"])
-def test_in_model_postprocess_equals_python_decode_on_random_outputs(setup, use_grid, threshold):
+@pytest.mark.parametrize("use_grid,threshold,depth_per_class",
+                         [(True, None, False), (False, None, False), (True, 0.3, False), (True, None, True)],
+                         ids=["anchor_grid", "anchor_table", "threshold_0.3", "depth_per_class"])
+def test_in_model_postprocess_equals_python_decode_on_random_outputs(setup, use_grid, threshold, depth_per_class):
     """Continuous random head outputs (no score ties): the TFLite graph of
     detector.export.postprocess gives exactly the detections of decode_detections, also
-    with a score threshold that floors most logits before the top-k (``threshold_0.3``)."""
+    with a score threshold that floors most logits before the top-k (``threshold_0.3``)
+    and with one log-depth per anchor and class (``depth_per_class``: [1, N, C])."""
     import dataclasses
 
     import tensorflow as tf
@@ -119,14 +138,16 @@ def test_in_model_postprocess_equals_python_decode_on_random_outputs(setup, use_
     if not use_grid:
         grid = None
 
-    @tf.function(input_signature=[tf.TensorSpec([1, n, c]), tf.TensorSpec([1, n, 4]), tf.TensorSpec([1, n])])
+    depth_shape = (1, n, c) if depth_per_class else (1, n)
+
+    @tf.function(input_signature=[tf.TensorSpec([1, n, c]), tf.TensorSpec([1, n, 4]), tf.TensorSpec(depth_shape)])
     def fn(cls_logits, box, depth):
         return postprocess_single({"cls_logits": cls_logits, "box": box, "depth": depth}, anchors, cfg.eval, sf, size,
                                   grid)
 
     module = tf.Module()
     module.fn = fn
-    saved = setup[0] / f"sm_postprocess_only_{use_grid}_{threshold}"
+    saved = setup[0] / f"sm_postprocess_only_{use_grid}_{threshold}_{depth_per_class}"
     tf.saved_model.save(module, str(saved), signatures={"serving_default": fn})
     conv = tf.lite.TFLiteConverter.from_saved_model(str(saved))
     conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
@@ -136,7 +157,7 @@ def test_in_model_postprocess_equals_python_decode_on_random_outputs(setup, use_
     for _ in range(3):
         raw = {"cls_logits": rng.normal(-3.0, 2.0, (1, n, c)).astype(np.float32),
                "box": rng.normal(0.0, 1.0, (1, n, 4)).astype(np.float32),
-               "depth": rng.normal(2.0, 0.5, (1, n)).astype(np.float32)}
+               "depth": rng.normal(2.0, 0.5, depth_shape).astype(np.float32)}
         ref = {k: v.numpy() for k, v in decode_detections(raw, anchors, cfg.eval, sf).items()}
         by_key = run(**raw)
         assert int(by_key["num_detections"][0]) == int(ref["num_detections"][0]) > 10
@@ -193,8 +214,10 @@ def test_int8_export_report_metadata_and_overlap(setup, float_models, int8_expor
     counts = op_counts(out.read_bytes())
     assert counts.get("CONV_2D", 0) > 0 and counts.get("QUANTIZE", 0) > 0
     assert not any(k.startswith("Flex") or k == "CUSTOM" for k in counts)
-    # the post-processing is float: no quantized tensor in it, no LOGISTIC (fixed int8 output range)
-    assert not quantized_postprocess_tensors(out.read_bytes()) and "LOGISTIC" not in counts
+    # the post-processing is float: no quantized tensor in it, no LOGISTIC (fixed int8 output
+    # range) for the scores; the body's swish activations do use LOGISTIC
+    assert not quantized_postprocess_tensors(out.read_bytes()) and counts.get("LOGISTIC", 0) > 0
+    assert "LOGISTIC" not in _postprocess_op_types(out.read_bytes())
     # --analyze-layers with a passing gate: the per-layer report, but the plain INT8 file
     quant = meta["quantization"]
     assert "per-layer quantization error of" in stdout and "per-layer sensitivity" in stdout
@@ -343,7 +366,7 @@ def test_int8_quantizer_keeps_the_postprocess_float(setup, float_models):
     assert not {"CONV_2D", "DEPTHWISE_CONV_2D", "CONCATENATION", "RESHAPE"} & set(quantizer.postprocess_ops)
     model = quantizer.quantize()
     assert not converter.quantized_postprocess_tensors(model)
-    assert "CONV_2D" in converter.op_counts(model) and "LOGISTIC" not in converter.op_counts(model)
+    assert "CONV_2D" in converter.op_counts(model) and "LOGISTIC" not in _postprocess_op_types(model)
     quantizer.postprocess_ops = []          # node names alone: quantized ops slip into the post-processing
     with pytest.raises(RuntimeError, match="quantized tensor"):
         quantizer.quantize()

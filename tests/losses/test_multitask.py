@@ -13,6 +13,7 @@ from detector.losses import (
     MultiTaskRegressionLoss,
     TaskUncertainty,
     count_positives,
+    depth_of_class,
     focal_loss_per_anchor,
     huber,
 )
@@ -86,6 +87,25 @@ def test_masked_anchors_contribute_nothing():
     gb, gd = tape.gradient(total, [pb, pd])
     assert np.all(np.isfinite(gb.numpy())) and np.all(np.isfinite(gd.numpy()))
     assert np.all(gb.numpy()[neg] == 0) and np.all(gd.numpy()[no_depth] == 0)
+
+
+def test_per_class_depth_reads_the_target_class():
+    """[B, N, C] depth (model.depth_per_class): the loss sees the target class's entry,
+    exactly as a [B, N] output holding those entries."""
+    t, o = _case(3)
+    c = 5
+    rng = np.random.default_rng(7)
+    per_class = rng.normal(2.0, 1.0, o["depth"].shape + (c,)).astype(np.float32)
+    t["cls"] = np.where(t["cls"] >= 0, rng.integers(0, c, t["cls"].shape), t["cls"]).astype(np.int32)
+    picked = np.take_along_axis(per_class, np.maximum(t["cls"], 0)[..., None], -1)[..., 0]
+    np.testing.assert_allclose(depth_of_class(per_class, t["cls"]).numpy(), picked, rtol=1e-6)
+    loss = MultiTaskRegressionLoss()
+    got = [v.numpy() for v in loss.task_sums(t, {**o, "depth": per_class})]
+    ref = _np_terms(t, {**o, "depth": picked})
+    assert ref[1] > 0
+    np.testing.assert_allclose(got, ref, rtol=1e-5)
+    # A [B, N] output passes through unchanged.
+    np.testing.assert_array_equal(depth_of_class(o["depth"], t["cls"]).numpy(), o["depth"])
 
 
 def test_no_depth_dataset_gives_zero_depth_term():

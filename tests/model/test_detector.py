@@ -26,6 +26,7 @@ def _images(b, size, seed=0):
     {},                                                          # small_cnn, levels 3-5
     {"min_level": 3, "max_level": 7, "separable": False},       # extra stride-2 levels 6, 7
     {"min_level": 2, "max_level": 4, "depth_head": "own_tower", "activation": "swish"},
+    {"depth_per_class": True},                                   # depth [B, N, C]
     {"backbone": {"name": "mobilenet_v2", "alpha": 0.35, "weights": None}},
 ])
 def test_output_shapes_match_anchors(model_cfg):
@@ -35,7 +36,7 @@ def test_output_shapes_match_anchors(model_cfg):
     n = anchors_for_config(cfg).shape[0]
     assert out["cls_logits"].shape == (2, n, 3)
     assert out["box"].shape == (2, n, 4)
-    assert out["depth"].shape == (2, n)
+    assert out["depth"].shape == ((2, n, 3) if model_cfg.get("depth_per_class") else (2, n))
     assert all(v.dtype == tf.float32 for v in out.values())
     np.testing.assert_array_equal(model.anchors(), anchors_for_config(cfg))
 
@@ -65,6 +66,20 @@ def test_prior_bias_and_depth_prior():
     np.testing.assert_allclose(probs.mean(), 0.01, atol=1e-3)
     assert probs.max() < 0.02
     np.testing.assert_allclose(np.exp(out["depth"].numpy()).mean(), 20.0, rtol=0.05)
+
+
+def test_depth_per_class_adds_one_learned_offset_per_class():
+    """depth [B, N, C] = the shared per-anchor prediction + offset[c]; offsets start at 0."""
+    cfg = _cfg(64, {"depth_per_class": True, "depth_prior": 20.0})
+    model = build_detector(cfg)
+    x = _images(2, 64)
+    depth = model(x, training=False)["depth"].numpy()
+    np.testing.assert_allclose(depth - depth[..., :1], 0.0, atol=1e-6)        # offsets start equal (0)
+    np.testing.assert_allclose(np.exp(depth).mean(), 20.0, rtol=0.05)
+    model.depth_class_offset.offset.assign([0.0, np.log(2.0), -1.0])
+    moved = model(x, training=False)["depth"].numpy()
+    np.testing.assert_allclose(moved - depth, np.broadcast_to([0.0, np.log(2.0), -1.0], depth.shape), atol=1e-5)
+    assert "detector/depth_class_offset/offset" in {w.path for w in model.trainable_weights}
 
 
 def test_predictor_flattening_follows_anchor_order():

@@ -69,24 +69,27 @@ def _np_reference(outputs, cfg):
         res["boxes"].append(np.concatenate([boxes[kept], np.zeros((pad, 4))]))
         res["scores"].append(np.concatenate([score[kept], np.zeros(pad)]))
         res["classes"].append(np.concatenate([cls[kept], -np.ones(pad, int)]))
-        res["depth"].append(np.concatenate([np.exp(outputs["depth"][b][anchor[kept]]), np.zeros(pad)]))
+        depth = outputs["depth"][b]
+        log_depth = depth[anchor[kept], cls[kept]] if depth.ndim == 2 else depth[anchor[kept]]
+        res["depth"].append(np.concatenate([np.exp(log_depth), np.zeros(pad)]))
         res["num_detections"].append(n)
     return {k: np.array(v) for k, v in res.items()}
 
 
-def _outputs(seed, b=3, c=4):
+def _outputs(seed, b=3, c=4, depth_per_class=False):
     rng = np.random.default_rng(seed)
     n = ANCHORS.shape[0]
     return {"cls_logits": (rng.normal(-1.0, 1.5, (b, n, c))).astype(np.float32),
             "box": (rng.normal(size=(b, n, 4)) * 1.5).astype(np.float32),
-            "depth": rng.normal(2.0, 0.7, (b, n)).astype(np.float32)}
+            "depth": rng.normal(2.0, 0.7, (b, n, c) if depth_per_class else (b, n)).astype(np.float32)}
 
 
-@pytest.mark.parametrize("seed,agnostic", [(0, False), (1, False), (2, True), (3, True)])
-def test_matches_numpy_reference(seed, agnostic):
+@pytest.mark.parametrize("seed,agnostic,depth_per_class", [(0, False, False), (1, False, True), (2, True, False),
+                                                           (3, True, True)])
+def test_matches_numpy_reference(seed, agnostic, depth_per_class):
     cfg = EvalConfig(score_threshold=0.05, pre_nms_top_k=300, nms_iou=0.5, max_detections=40,
                      class_agnostic_nms=agnostic)
-    outputs = _outputs(seed)
+    outputs = _outputs(seed, depth_per_class=depth_per_class)
     got = {k: v.numpy() for k, v in decode_detections(outputs, ANCHORS, cfg, SCALES).items()}
     ref = _np_reference(outputs, cfg)
     np.testing.assert_array_equal(got["num_detections"], ref["num_detections"])
