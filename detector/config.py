@@ -131,7 +131,7 @@ class ModelConfig:
     activation: Literal["relu", "swish", "hard_swish"] = "relu"  # activation in backbone, FPN and heads
     depth_head: Literal["box_tower", "own_tower"] = "box_tower"   # depth predictor's tower
     depth_prior: float = 10.0                  # metres; depth predictor bias = log(depth_prior)
-    depth_per_class: bool = False  # log-depth per anchor and class: the anchor's prediction + a learned offset per class
+    depth_per_class: bool = False  # log-depth per anchor and class: the shared prediction + a learned offset per class
     sync_batchnorm: bool = False  # BatchNorm statistics over the global batch (all replicas) instead of per replica
 
 

@@ -15,7 +15,8 @@ Steps per image (batched, no Python loops over data):
    ``eval.class_agnostic_nms`` skips the shift.
 4. Keep the best ``D = eval.max_detections``; the selected indices gather box,
    score, class and the anchor's depth (``exp`` of the predicted log-depth; of the
-   detection's class when the model predicts one per class), so depth travels with its box.  Padding rows: boxes 0, scores 0, classes -1, depth 0.
+   detection's class when the model predicts one per class), so depth travels with its
+   box.  Padding rows: boxes 0, scores 0, classes -1, depth 0.
 
 ``tf.image.non_max_suppression_padded`` is used rather than
 ``combined_non_max_suppression`` because it returns indices (depth must follow the
