@@ -128,7 +128,7 @@ class ModelConfig:
     prior_probability: float = 0.01  # initial foreground probability of the class logits
     box_scale_factors: tuple[float, float, float, float] = (10.0, 10.0, 5.0, 5.0)  # box coder (sy, sx, sh, sw)
     separable: bool = True                     # depthwise-separable convs in FPN and heads
-    activation: Literal["relu", "swish", "hard_swish"] = "relu"  # activation in backbone, FPN and heads
+    activation: Literal["relu", "swish"] = "relu"  # activation in backbone, FPN and heads
     depth_head: Literal["box_tower", "own_tower"] = "box_tower"   # depth predictor's tower
     depth_prior: float = 10.0                  # metres; depth predictor bias = log(depth_prior)
     depth_per_class: bool = False  # log-depth per anchor and class: the shared prediction + a learned offset per class
