@@ -35,3 +35,14 @@ def with_exif_orientation(jpeg: bytes, orientation: int) -> bytes:
         + struct.pack(">HHIHH", 0x0112, 3, 1, orientation, 0) + struct.pack(">I", 0)
     payload = b"Exif\x00\x00" + tiff
     return jpeg[:2] + b"\xff\xe1" + struct.pack(">H", len(payload) + 2) + payload + jpeg[2:]
+
+
+def colour_extent(image: np.ndarray, colour) -> tuple[np.ndarray | None, int]:
+    """yxyx pixel extent (and pixel count) of the pixels closest to ``colour``: at least half
+    intensity in its non-zero channels, below half in the others; ``(None, 0)`` if none."""
+    c = np.array(colour) > 0
+    mask = np.all(image[..., c] >= 128, -1) & np.all(image[..., ~c] < 128, -1)
+    ys, xs = np.nonzero(mask)
+    if len(ys) == 0:
+        return None, 0
+    return np.array([ys.min(), xs.min(), ys.max() + 1, xs.max() + 1], float), len(ys)

@@ -3,6 +3,7 @@
 import cv2
 import numpy as np
 import pytest
+from datapipe_helpers import colour_extent
 
 from detector.data import augment_tf
 from detector.data.augment import Processor
@@ -45,16 +46,6 @@ def _run(data_cfg, backend, seed):
     return image, boxes[:n], classes[:n], depth[:n], float(scale)
 
 
-def _extent(image, colour):
-    """yxyx pixel extent of the pixels closest to ``colour`` (>= half intensity)."""
-    c = np.array(colour) > 0
-    mask = np.all(image[..., c] >= 128, -1) & np.all(image[..., ~c] < 128, -1)
-    ys, xs = np.nonzero(mask)
-    if len(ys) == 0:
-        return None, 0
-    return np.array([ys.min(), xs.min(), ys.max() + 1, xs.max() + 1], float), len(ys)
-
-
 @pytest.mark.parametrize("backend", ["albumentations", "tf"])
 def test_boxes_match_pixels_after_flip_zoom_crop(smoke_cfg, backend):
     data_cfg = _cfg(smoke_cfg, backend)
@@ -64,7 +55,7 @@ def test_boxes_match_pixels_after_flip_zoom_crop(smoke_cfg, backend):
         assert image.shape == (128, 128, 3) and image.dtype == np.uint8
         scales.append(scale)
         for k, colour in enumerate(COLOURS):
-            extent, count = _extent(image, colour)
+            extent, count = colour_extent(image, colour)
             rows = np.flatnonzero(classes == k)
             if len(rows) == 0:   # dropped: at most min_visibility (0.3) of it was left
                 assert count <= 0.3 * BOXES[k, 2] * BOXES[k, 3] * scale**2 + 4 * 128, (seed, k)
@@ -101,7 +92,7 @@ def test_eval_letterbox(smoke_cfg, backend):
     np.testing.assert_allclose(boxes[0], [30 * s, 50 * s, 70 * s, 90 * s], rtol=1e-6)
     np.testing.assert_array_equal(classes[2:], -1)
     assert not image[round(H * s):].any()                       # padding rows are 0
-    extent, _ = _extent(image, COLOURS[0])
+    extent, _ = colour_extent(image, COLOURS[0])
     np.testing.assert_allclose(boxes[0], extent, atol=1.0)
 
 

@@ -5,6 +5,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import tensorflow as tf
+from datapipe_helpers import colour_extent
 
 from detector.config import load_config
 from detector.data import make_dataset
@@ -35,15 +36,6 @@ def _group(seed=5):
     return {k: tf.constant(v) for k, v in e.items()}
 
 
-def _extent(image, colour):
-    c = np.array(colour) > 0
-    mask = np.all(image[..., c] >= 128, -1) & np.all(image[..., ~c] < 128, -1)
-    ys, xs = np.nonzero(mask)
-    if len(ys) == 0:
-        return None, 0
-    return np.array([ys.min(), xs.min(), ys.max() + 1, xs.max() + 1], float), len(ys)
-
-
 def test_mosaic_boxes_match_pixels():
     sides, checked = [], 0
     for seed in range(12):
@@ -54,7 +46,7 @@ def test_mosaic_boxes_match_pixels():
             assert np.all(out["classes"][i, n:] == -1) and np.all(out["boxes"][i, n:] == 0)
             seen = set(out["classes"][i, :n])
             for k in range(3):
-                extent, count = _extent(out["image"][i], COLOURS[k])
+                extent, count = colour_extent(out["image"][i], COLOURS[k])
                 if k not in seen:   # dropped: less than 0.3 of it shows (or none at all)
                     full = np.prod(np.subtract(BOXES[k][2:], BOXES[k][:2]))
                     assert count <= 0.3 * full + 2 * S, (seed, i, k)
