@@ -28,6 +28,11 @@ def setup(tmp_path_factory):
     overrides = [f"data.synthetic.cache_dir={tmp / 'synthetic'}", f"data.cache_dir={tmp / 'cache'}",
                  "eval.score_threshold=0.001"]
     cfg = load_config("smoke.yaml", overrides)
+    # Fixed initial weights: the INT8-vs-float checks below are on an untrained model, whose
+    # margins (accuracy gate, box overlap) depend on the draw.
+    import keras
+
+    keras.utils.set_random_seed(1)
     model = build_detector(cfg)
     # Untrained predictors score every anchor ~prior (0.01) to within ~1e-5, below INT8
     # resolution and near float conversion noise: scale the predictors' pointwise
