@@ -157,10 +157,10 @@ def postprocess_single(outputs: dict, anchors: np.ndarray, eval_cfg, scale_facto
     boxes = box_coder.decode(tf.gather(codes, anchor_idx), cand_anchors, scale_factors)
     boxes = tf.clip_by_value(boxes, 0.0, size)
     if log_depth.shape.rank == 2:   # [N, C], one per class: flat_idx = anchor * C + class
-        log_depth = tf.reshape(log_depth, [num_anchors * num_classes])
-        depth = tf.exp(tf.clip_by_value(tf.gather(log_depth, flat_idx), *_LOG_DEPTH_RANGE))
+        cand_log_depth = tf.gather(tf.reshape(log_depth, [num_anchors * num_classes]), flat_idx)
     else:
-        depth = tf.exp(tf.clip_by_value(tf.gather(log_depth, anchor_idx), *_LOG_DEPTH_RANGE))
+        cand_log_depth = tf.gather(log_depth, anchor_idx)
+    depth = tf.exp(tf.clip_by_value(cand_log_depth, *_LOG_DEPTH_RANGE))
 
     nms_boxes = boxes
     if not eval_cfg.class_agnostic_nms:
