@@ -1,9 +1,14 @@
 """Exponential moving average (EMA) of the trained weights, swapped in where the model is used.
 
 The optimizer keeps the average (Keras' ``use_ema``: after every update,
-``average = m * average + (1 - m) * weight`` for each trainable variable, ``m`` =
-``train.ema_momentum``; BatchNorm statistics are not averaged: they are averages
-already).  The averaged weights are the ones that are evaluated, saved as the
+``average = m_t * average + (1 - m_t) * weight`` for each trainable variable; BatchNorm
+statistics are not averaged: they are averages already).  The momentum warms up:
+``m_t = min(train.ema_momentum, (1 + t) / (10 + t))`` at update ``t = 1, 2, ...`` and 0 at
+``t = 0`` (the first update copies), as TensorFlow's ``ExponentialMovingAverage`` with
+``num_updates``.  Keras' own average uses the final momentum from the second update on,
+so a from-scratch run's average holds its random initial weights for about
+``1 / (1 - m)`` steps (0.999: evaluated AP 0 for the first ~800 steps); warmed up, it
+averages roughly the last ``t / 9`` steps until that window reaches ``1 / (1 - m)``.  The averaged weights are the ones that are evaluated, saved as the
 checkpoint's model weights and exported to ``model.keras``: a checkpoint is written
 with the two swapped (model entries = average, the optimizer's average slots = the
 raw weights) and swapped back after the write, and ``--resume`` swaps them back after
@@ -18,6 +23,30 @@ import contextlib
 
 import keras
 import tensorflow as tf
+
+
+class WarmupAverage:
+    """Mixin for a Keras optimizer: its ``use_ema`` average with the momentum warm-up above."""
+
+    def _update_model_variables_moving_average(self, trainable_variables):
+        if not self.use_ema:
+            return
+        t = tf.cast(self.iterations, tf.float32)
+        momentum = tf.where(t > 0, tf.minimum(float(self.ema_momentum), (1.0 + t) / (10.0 + t)), 0.0)
+        for var, average in zip(trainable_variables, self._model_variables_moving_average):
+            if average is not None:
+                m = tf.cast(momentum, var.dtype)
+                average.assign(m * average + (1.0 - m) * var)
+
+
+@keras.saving.register_keras_serializable(package="detector")
+class AdamW(WarmupAverage, keras.optimizers.AdamW):
+    """Keras AdamW whose weight average (``use_ema``) warms up its momentum."""
+
+
+@keras.saving.register_keras_serializable(package="detector")
+class SGD(WarmupAverage, keras.optimizers.SGD):
+    """Keras SGD whose weight average (``use_ema``) warms up its momentum."""
 
 
 def has_average(optimizer: keras.optimizers.Optimizer) -> bool:

@@ -8,16 +8,22 @@ import tensorflow as tf
 from toy_task import BATCH, dataset_fn, loss_fn, make_model
 
 from detector.training.checkpoints import restore_model
+from detector.training.ema import AdamW
 from detector.training.engine import Trainer
 
-STEPS, M = 4, 0.8
+STEPS, M = 4, 0.2
+
+
+def momentum(t: int) -> float:
+    """The average's momentum at update ``t`` (0-based): 0, then min(M, (1 + t) / (10 + t))."""
+    return 0.0 if t == 0 else min(M, (1 + t) / (10 + t))
 
 
 def _trainer(run_dir, epochs, eval_fn=None, callbacks=(), strategy=None):
     strategy = strategy or tf.distribute.get_strategy()
     with strategy.scope():
         model = make_model(seed=3)
-        opt = keras.optimizers.AdamW(0.05, weight_decay=0.01, use_ema=True, ema_momentum=M)
+        opt = AdamW(0.05, weight_decay=0.01, use_ema=True, ema_momentum=M)
     return Trainer(strategy=strategy, model=model, optimizer=opt, loss_fn=loss_fn,
                    train_dataset_fn=dataset_fn(seed=1), steps_per_epoch=STEPS, epochs=epochs,
                    global_batch_size=BATCH, run_dir=run_dir, progress=False, eval_fn=eval_fn,
@@ -37,10 +43,12 @@ def test_average_is_evaluated_saved_and_exported_while_training_continues_raw(tm
 
     trainer = _trainer(tmp_path, epochs=2, eval_fn=eval_fn, callbacks=[record], strategy=strategy)
     trainer.fit()
-    # closed form of the optimizer's average: the first step copies, then m * avg + (1 - m) * w
+    # closed form of the optimizer's average: the first step copies, then m_t * avg + (1 - m_t) * w
+    # with the warmed-up momentum (M = 0.2 from t = 2 on: 1.2 / 11 ~ 0.18 at t = 1)
     averages, avg = [], None
-    for w in raw_after_step:
-        avg = [x.copy() for x in w] if avg is None else [M * a + (1 - M) * x for a, x in zip(avg, w)]
+    for t, w in enumerate(raw_after_step):
+        m = momentum(t)
+        avg = [x.copy() for x in w] if avg is None else [m * a + (1 - m) * x for a, x in zip(avg, w)]
         averages.append(avg)
     for got, want in zip(seen_by_eval, (averages[STEPS - 1], averages[2 * STEPS - 1])):
         for a, b in zip(got, want):
@@ -65,3 +73,17 @@ def test_resume_with_an_average_equals_uninterrupted(tmp_path):
         np.testing.assert_allclose(a, b, atol=1e-6, rtol=0)
     for a, b in zip(full.optimizer.variables, resumed.optimizer.variables):
         np.testing.assert_allclose(np.array(a), np.array(b), atol=1e-6, rtol=0)
+
+
+def test_momentum_warms_up_to_the_configured_value():
+    """(1 + t) / (10 + t) reaches 0.5 at t = 8; the first update copies the weights."""
+    var = keras.Variable(np.zeros(3, np.float32))
+    opt = AdamW(0.1, weight_decay=0.0, use_ema=True, ema_momentum=0.5)
+    opt.build([var])
+    avg = None
+    for t in range(12):
+        opt.apply_gradients([(tf.constant([1.0, -2.0, 0.5]) * (t + 1), var)])
+        w = var.numpy()
+        m = 0.0 if t == 0 else min(0.5, (1 + t) / (10 + t))
+        avg = w.copy() if avg is None else m * avg + (1 - m) * w
+        np.testing.assert_allclose(opt._model_variables_moving_average[0].numpy(), avg, rtol=1e-5, atol=1e-7)
