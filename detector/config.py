@@ -151,9 +151,12 @@ class LossConfig:
     focal_gamma: float = 2.0  # focal loss focusing exponent
     huber_delta: float = 1.0  # Huber transition point (box codes and log-depth)
     cls_weight: float = 1.0  # weight of the focal term
-    box_weight: float = 0.7  # weight of the box Huber term
+    box_weight: float = 0.7  # weight of the box term; giou: mmdetection ATSS/GFL use 2.0 with focal 1.0
     depth_weight: float = 0.3  # weight of the log-depth term
     depth_loss: Literal["huber", "squared"] = "huber"  # error on log-depth
+    # giou: pred and target codes decoded against a unit anchor (exact for any anchor: docs/conventions.md §8);
+    # weights elsewhere: mmdetection ATSS / GFL GIoU 2.0 with focal 1.0; detectron2 RetinaNet "giou" 1.0
+    box_loss: Literal["huber", "giou"] = "huber"  # huber on the 4 codes, or giou: 1 - GIoU in [0, 2)
     weighting: Literal["fixed", "uncertainty"] = "fixed"  # fixed weights, or learned task uncertainty (Kendall et al.)
 
 

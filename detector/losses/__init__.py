@@ -1,7 +1,7 @@
 """Detection losses.
 
 * :class:`FocalLoss` - sigmoid focal loss on logits (``focal.py``).
-* :class:`MultiTaskRegressionLoss` - masked box Huber + log-depth loss, and
+* :class:`MultiTaskRegressionLoss` - masked box (Huber or GIoU) + log-depth loss, and
   :class:`TaskUncertainty` - learned task log-variances (``multitask.py``).
 * :class:`DetectionLoss`, :func:`count_positives`, :func:`all_reduce_sum` - the
   combined training loss with global positive-count normalisation (``detection.py``).
@@ -18,12 +18,16 @@ from detector.losses.multitask import (
     MultiTaskRegressionLoss,
     TaskUncertainty,
     depth_of_class,
+    giou,
+    giou_loss_from_codes,
     huber,
     regression_per_anchor,
+    unit_decode,
 )
 
 __all__ = [
     "DetectionLoss", "DiceLoss", "FocalLoss", "MultiTaskRegressionLoss", "TaskUncertainty",
-    "all_reduce_sum", "count_positives", "depth_of_class", "focal_loss_per_anchor", "huber", "regression_per_anchor",
+    "all_reduce_sum", "count_positives", "depth_of_class", "focal_loss_per_anchor", "giou", "giou_loss_from_codes",
+    "huber", "regression_per_anchor", "unit_decode",
 ]
 

@@ -19,7 +19,12 @@ import tensorflow as tf
 
 from detector.config import LossConfig
 from detector.losses.focal import FocalLoss
-from detector.losses.multitask import MultiTaskRegressionLoss, TaskUncertainty, combine_tasks
+from detector.losses.multitask import (
+    DEFAULT_BOX_SCALE_FACTORS,
+    MultiTaskRegressionLoss,
+    TaskUncertainty,
+    combine_tasks,
+)
 
 
 def count_positives(targets) -> tf.Tensor:
@@ -54,6 +59,9 @@ class DetectionLoss:
         passes its own (``model.task_uncertainty``); if omitted one is created here
         and exposed as ``self.task_uncertainty`` / ``self.trainable_variables``, and
         the caller must train those variables itself.
+      box_scale_factors: the box coder's ``(sy, sx, sh, sw)`` (``model.box_scale_factors``;
+        the detector passes its own), read only by ``loss_cfg.box_loss == "giou"``, which
+        decodes the box codes with them.
 
     Call args:
       targets: dict ``cls`` int32 ``[B, N]`` (class id, -1 background, -2 ignore),
@@ -66,12 +74,15 @@ class DetectionLoss:
       un-weighted task losses; ``total`` their weighted combination.
     """
 
-    def __init__(self, loss_cfg=None, task_uncertainty: TaskUncertainty | None = None):
+    def __init__(self, loss_cfg=None, task_uncertainty: TaskUncertainty | None = None,
+                 box_scale_factors=DEFAULT_BOX_SCALE_FACTORS):
         self.cfg = _as_loss_config(loss_cfg)
         c = self.cfg
         self.focal = FocalLoss(alpha=c.focal_alpha, gamma=c.focal_gamma)
         self.regression = MultiTaskRegressionLoss(box_weight=c.box_weight, depth_weight=c.depth_weight,
-                                                  huber_delta=c.huber_delta, depth_loss=c.depth_loss)
+                                                  huber_delta=c.huber_delta, depth_loss=c.depth_loss,
+                                                  box_loss=c.box_loss, box_scale_factors=box_scale_factors)
+        self.box_scale_factors = self.regression.box_scale_factors
         self.weights = (c.cls_weight, c.box_weight, c.depth_weight)
         if c.weighting == "uncertainty" and task_uncertainty is None:
             task_uncertainty = TaskUncertainty(name="task_uncertainty")
@@ -94,7 +105,7 @@ class DetectionLoss:
         return {"total": total, "cls": cls, "box": box, "depth": depth}
 
     def get_config(self) -> dict:
-        return {"loss_cfg": dataclasses.asdict(self.cfg)}
+        return {"loss_cfg": dataclasses.asdict(self.cfg), "box_scale_factors": list(self.box_scale_factors)}
 
     @classmethod
     def from_config(cls, config):

@@ -2,8 +2,22 @@
 
 Per anchor (targets from :func:`detector.targets.assign.assign_targets`)::
 
-    box   = sum_{k in ty,tx,th,tw} huber(pred_k - target_k; delta)   only where cls >= 0
+    box   = sum_{k in ty,tx,th,tw} huber(pred_k - target_k; delta)   only where cls >= 0   (loss.box_loss "huber")
+          = 1 - GIoU(unit_decode(pred), unit_decode(target))        only where cls >= 0   (loss.box_loss "giou")
     depth = huber(pred - target; delta) or 0.5 * (pred - target)**2   only where depth_mask = 1
+
+GIoU (Rezatofighi et al. 2019) = IoU - (C - U) / C with U the union and C the smallest
+enclosing box; the box term is in ``[0, 2)``: 0 for identical boxes, > 1 for disjoint
+ones.  :func:`unit_decode` decodes a code against the UNIT anchor (centre (0, 0), height
+and width 1) with the box coder's scale factors (``model.box_scale_factors``) and its
+clip of ``th / sh``, ``tw / sw`` at ``log(1000 / 16)`` before ``exp`` (so a wild
+prediction cannot overflow).  No anchors are needed: decoding against a real anchor
+``(yc_a, xc_a, h_a, w_a)`` is the unit decode followed by ``y -> yc_a + h_a * y``,
+``x -> xc_a + w_a * x``, and IoU and GIoU are invariant under translation and under
+independent positive scalings of the two axes (the areas of the intersection, the union
+and the enclosing box are all multiplied by ``h_a * w_a``).  So the unit-anchor GIoU is
+exactly the GIoU of the boxes decoded against their real anchor.  Non-positive anchors
+get zero codes before decoding, so garbage there cannot leak NaN either.
 
 Depth is regressed as log(metres) (with one prediction per class, that of the
 anchor's target class); anchors whose object has no depth (e.g. COCO,
@@ -31,7 +45,12 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
+from detector.targets.box_coder import LOG_SIZE_CLIP
+
 TASKS = ("cls", "box", "depth")
+BOX_LOSSES = ("huber", "giou")
+DEFAULT_BOX_SCALE_FACTORS = (10.0, 10.0, 5.0, 5.0)  # model.box_scale_factors' default
+_AREA_EPS = 1e-9  # keeps 0 / 0 out of the GIoU when both boxes are degenerate
 
 
 def huber(err, delta: float) -> tf.Tensor:
@@ -39,6 +58,46 @@ def huber(err, delta: float) -> tf.Tensor:
     abs_err = tf.abs(err)
     quad = tf.minimum(abs_err, delta)
     return 0.5 * quad * quad + delta * (abs_err - quad)
+
+
+def giou(boxes_a, boxes_b) -> tf.Tensor:
+    """Elementwise generalised IoU of yxyx boxes ``[..., 4]`` -> ``[...]``, in ``(-1, 1]``."""
+    ya0, xa0, ya1, xa1 = tf.unstack(boxes_a, axis=-1)
+    yb0, xb0, yb1, xb1 = tf.unstack(boxes_b, axis=-1)
+    area_a = tf.maximum(ya1 - ya0, 0.0) * tf.maximum(xa1 - xa0, 0.0)
+    area_b = tf.maximum(yb1 - yb0, 0.0) * tf.maximum(xb1 - xb0, 0.0)
+    inter = (tf.maximum(tf.minimum(ya1, yb1) - tf.maximum(ya0, yb0), 0.0)
+             * tf.maximum(tf.minimum(xa1, xb1) - tf.maximum(xa0, xb0), 0.0))
+    union = area_a + area_b - inter
+    enclose = (tf.maximum(ya1, yb1) - tf.minimum(ya0, yb0)) * (tf.maximum(xa1, xb1) - tf.minimum(xa0, xb0))
+    return inter / (union + _AREA_EPS) - (enclose - union) / (enclose + _AREA_EPS)
+
+
+def unit_decode(codes, scale_factors=DEFAULT_BOX_SCALE_FACTORS) -> tf.Tensor:
+    """Codes ``[..., 4]`` ``[ty, tx, th, tw]`` -> yxyx boxes relative to the unit anchor.
+
+    :func:`detector.targets.box_coder.decode` against the anchor with centre (0, 0),
+    height and width 1 (same clip of ``th / sh``, ``tw / sw`` at ``LOG_SIZE_CLIP``), but
+    in the codes' own float dtype (float64 gradient checks stay float64).
+    """
+    ty, tx, th, tw = tf.unstack(codes, axis=-1)
+    sy, sx, sh, sw = (float(s) for s in scale_factors)
+    yc, xc = ty / sy, tx / sx
+    half_h = 0.5 * tf.exp(tf.minimum(th / sh, LOG_SIZE_CLIP))
+    half_w = 0.5 * tf.exp(tf.minimum(tw / sw, LOG_SIZE_CLIP))
+    return tf.stack([yc - half_h, xc - half_w, yc + half_h, xc + half_w], axis=-1)
+
+
+def giou_loss_from_codes(pred_codes, target_codes, scale_factors=DEFAULT_BOX_SCALE_FACTORS) -> tf.Tensor:
+    """``1 - GIoU`` of two code tensors ``[..., 4]`` (``[ty, tx, th, tw]``) -> ``[...]``.
+
+    Both are decoded with :func:`unit_decode` (see the module docstring for why that
+    equals the GIoU against any real anchor); the clip of the log-sizes keeps the loss
+    and its gradient finite for any prediction.
+    """
+    pred_codes = tf.convert_to_tensor(pred_codes)
+    target_codes = tf.cast(target_codes, pred_codes.dtype)
+    return 1.0 - giou(unit_decode(pred_codes, scale_factors), unit_decode(target_codes, scale_factors))
 
 
 def depth_of_class(depth, classes) -> tf.Tensor:
@@ -57,8 +116,9 @@ def depth_of_class(depth, classes) -> tf.Tensor:
     return tf.reduce_sum(depth * pick, axis=-1)
 
 
-def regression_per_anchor(targets, outputs, huber_delta: float = 1.0,
-                          depth_loss: str = "huber") -> tuple[tf.Tensor, tf.Tensor]:
+def regression_per_anchor(targets, outputs, huber_delta: float = 1.0, depth_loss: str = "huber",
+                          box_loss: str = "huber",
+                          box_scale_factors=DEFAULT_BOX_SCALE_FACTORS) -> tuple[tf.Tensor, tf.Tensor]:
     """Masked per-anchor box and depth losses.
 
     Args:
@@ -67,6 +127,10 @@ def regression_per_anchor(targets, outputs, huber_delta: float = 1.0,
         ``depth_mask`` ``[B, N]`` (1 where the depth target is valid).
       outputs: dict with ``box`` ``[B, N, 4]`` and ``depth`` ``[B, N]`` (or ``[B, N, C]``,
         one per class: the target class's entry is used) predictions.
+      huber_delta: Huber transition point (box codes with ``box_loss="huber"``, depth).
+      depth_loss: ``"huber"`` or ``"squared"``.
+      box_loss: ``"huber"`` on the four codes or ``"giou"`` (``1 - GIoU`` of the decoded boxes).
+      box_scale_factors: the box coder's ``(sy, sx, sh, sw)``; only ``"giou"`` reads them.
 
     Returns:
       ``(box [B, N], depth [B, N])`` in the predictions' float dtype, not normalised.
@@ -74,9 +138,21 @@ def regression_per_anchor(targets, outputs, huber_delta: float = 1.0,
     pred_box = tf.convert_to_tensor(outputs["box"])
     dtype = pred_box.dtype if pred_box.dtype.is_floating else tf.float32
     positive = tf.cast(targets["cls"], tf.float32) >= 0.0
-    box_err = tf.cast(pred_box, dtype) - tf.cast(targets["box"], dtype)
-    box_err = tf.where(positive[..., None], box_err, tf.zeros_like(box_err))
-    box = tf.reduce_sum(huber(box_err, huber_delta), axis=-1)
+    if box_loss == "huber":
+        box_err = tf.cast(pred_box, dtype) - tf.cast(targets["box"], dtype)
+        box_err = tf.where(positive[..., None], box_err, tf.zeros_like(box_err))
+        box = tf.reduce_sum(huber(box_err, huber_delta), axis=-1)
+    elif box_loss == "giou":
+        # Zero codes (the unit anchor itself, loss 0) on non-positives BEFORE decoding, so
+        # garbage there cannot reach the loss or its gradient; then mask the loss as well.
+        pred_codes = tf.cast(pred_box, dtype)
+        target_codes = tf.cast(targets["box"], dtype)
+        pred_codes = tf.where(positive[..., None], pred_codes, tf.zeros_like(pred_codes))
+        target_codes = tf.where(positive[..., None], target_codes, tf.zeros_like(target_codes))
+        box = giou_loss_from_codes(pred_codes, target_codes, box_scale_factors)
+        box = tf.where(positive, box, tf.zeros_like(box))
+    else:
+        raise ValueError(f"box_loss must be one of {BOX_LOSSES}, got {box_loss!r}")
     has_depth = tf.cast(targets["depth_mask"], tf.float32) > 0.5
     depth_err = tf.cast(depth_of_class(outputs["depth"], targets["cls"]), dtype) - tf.cast(targets["depth"], dtype)
     depth_err = tf.where(has_depth, depth_err, tf.zeros_like(depth_err))
@@ -91,30 +167,42 @@ def regression_per_anchor(targets, outputs, huber_delta: float = 1.0,
 
 @keras.saving.register_keras_serializable(package="detector")
 class MultiTaskRegressionLoss(keras.losses.Loss):
-    """Box Huber + depth regression, masked (see module docstring).
+    """Box (Huber or GIoU) + depth regression, masked (see module docstring).
 
     ``loss(targets, outputs)`` (dicts as in :func:`regression_per_anchor`) returns
     ``sum over anchors of box_weight * box + depth_weight * depth`` with the default
     ``reduction="sum"``; divide by ``max(num_positives, 1)``.  :meth:`task_sums`
     returns the two un-weighted sums separately (what :class:`DetectionLoss` uses,
-    so that it can apply the uncertainty weighting).
+    so that it can apply the uncertainty weighting).  ``box_loss`` is ``"huber"`` or
+    ``"giou"``; ``box_scale_factors`` (the box coder's, ``model.box_scale_factors``) are
+    what ``"giou"`` decodes the codes with.
     """
 
     def __init__(self, box_weight: float = 0.7, depth_weight: float = 0.3, huber_delta: float = 1.0,
-                 depth_loss: str = "huber", reduction: str | None = "sum",
+                 depth_loss: str = "huber", box_loss: str = "huber",
+                 box_scale_factors=DEFAULT_BOX_SCALE_FACTORS, reduction: str | None = "sum",
                  name: str = "multitask_regression_loss", dtype=None):
         super().__init__(name=name, reduction=reduction, dtype=dtype)
         if depth_loss not in ("huber", "squared"):
             raise ValueError(f"MultiTaskRegressionLoss: depth_loss must be 'huber' or 'squared', got {depth_loss!r}")
+        if box_loss not in BOX_LOSSES:
+            raise ValueError(f"MultiTaskRegressionLoss: box_loss must be one of {BOX_LOSSES}, got {box_loss!r}")
         if huber_delta <= 0:
             raise ValueError(f"MultiTaskRegressionLoss: huber_delta must be positive, got {huber_delta}")
+        factors = tuple(float(f) for f in box_scale_factors)
+        if len(factors) != 4 or not all(f > 0 for f in factors):
+            raise ValueError(f"MultiTaskRegressionLoss: box_scale_factors must be 4 positive numbers, "
+                             f"got {box_scale_factors!r}")
         self.box_weight = float(box_weight)
         self.depth_weight = float(depth_weight)
         self.huber_delta = float(huber_delta)
         self.depth_loss = depth_loss
+        self.box_loss = box_loss
+        self.box_scale_factors = factors
 
     def _per_anchor(self, y_true, y_pred):
-        return regression_per_anchor(y_true, y_pred, self.huber_delta, self.depth_loss)
+        return regression_per_anchor(y_true, y_pred, self.huber_delta, self.depth_loss, self.box_loss,
+                                     self.box_scale_factors)
 
     def call(self, y_true, y_pred):
         box, depth = self._per_anchor(y_true, y_pred)
@@ -127,7 +215,8 @@ class MultiTaskRegressionLoss(keras.losses.Loss):
 
     def get_config(self):
         return {**super().get_config(), "box_weight": self.box_weight, "depth_weight": self.depth_weight,
-                "huber_delta": self.huber_delta, "depth_loss": self.depth_loss}
+                "huber_delta": self.huber_delta, "depth_loss": self.depth_loss, "box_loss": self.box_loss,
+                "box_scale_factors": list(self.box_scale_factors)}
 
 
 @keras.saving.register_keras_serializable(package="detector")

@@ -96,7 +96,8 @@ class Detector(keras.Model):
         if self.config_tree.loss.weighting == "uncertainty":
             self.task_uncertainty = TaskUncertainty(name="task_uncertainty")
             self.task_uncertainty.build()
-        self.detection_loss = DetectionLoss(self.config_tree.loss, self.task_uncertainty)
+        self.detection_loss = DetectionLoss(self.config_tree.loss, self.task_uncertainty,
+                                            box_scale_factors=m.box_scale_factors)
         self.term_trackers = [keras.metrics.Mean(name=f"{t}_loss") for t in _TERMS]
         self.build((None, self.image_size, self.image_size, 3))
 

@@ -13,9 +13,12 @@ logarithm finite for zero-size boxes (Model Garden adds 1e-8 likewise).
 
 from __future__ import annotations
 
+import math
+
 import tensorflow as tf
 
 EPSILON = 1e-8
+LOG_SIZE_CLIP = math.log(1000.0 / 16.0)  # th / sh and tw / sw are clipped here before exp (decoding)
 
 
 def _centre_size(boxes: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor, tf.Tensor]:
@@ -61,9 +64,8 @@ def decode(codes, anchors, scale_factors=(1.0, 1.0, 1.0, 1.0)) -> tf.Tensor:
     ha, wa = ha + EPSILON, wa + EPSILON
     sy, sx, sh, sw = (float(s) for s in scale_factors)
     ty, tx, th, tw = tf.unstack(codes, axis=-1)
-    clip = 4.135166556742356  # log(1000 / 16)
-    h = tf.exp(tf.minimum(th / sh, clip)) * ha
-    w = tf.exp(tf.minimum(tw / sw, clip)) * wa
+    h = tf.exp(tf.minimum(th / sh, LOG_SIZE_CLIP)) * ha
+    w = tf.exp(tf.minimum(tw / sw, LOG_SIZE_CLIP)) * wa
     yc = ty / sy * ha + yca
     xc = tx / sx * wa + xca
     return tf.stack([yc - 0.5 * h, xc - 0.5 * w, yc + 0.5 * h, xc + 0.5 * w], axis=-1)
