@@ -147,10 +147,14 @@ class MatchingConfig:
 
 @dataclass(frozen=True)
 class LossConfig:
-    focal_alpha: float = 0.25  # focal loss weight of positives (negatives get 1 - alpha)
-    focal_gamma: float = 2.0  # focal loss focusing exponent
+    # quality_focal (Li et al. 2020): soft target = IoU of the decoded predicted and target boxes on the
+    # positive's class (no gradient into the boxes), loss BCE * |target - p|**focal_gamma; focal_alpha unused;
+    # the score then estimates the IoU, so eval.score_threshold is an IoU-like level (docs/conventions.md §8)
+    cls_loss: Literal["focal", "quality_focal"] = "focal"  # focal on one-hot targets, or quality_focal (IoU targets)
+    focal_alpha: float = 0.25  # focal weight of positives (negatives get 1 - alpha); unused by quality_focal
+    focal_gamma: float = 2.0  # focal loss focusing exponent (quality_focal's beta)
     huber_delta: float = 1.0  # Huber transition point (box codes and log-depth)
-    cls_weight: float = 1.0  # weight of the focal term
+    cls_weight: float = 1.0  # weight of the classification (focal or quality_focal) term
     box_weight: float = 0.7  # weight of the box term; giou: mmdetection ATSS/GFL use 2.0 with focal 1.0
     depth_weight: float = 0.3  # weight of the log-depth term
     depth_loss: Literal["huber", "squared"] = "huber"  # error on log-depth

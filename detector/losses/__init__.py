@@ -1,6 +1,7 @@
 """Detection losses.
 
-* :class:`FocalLoss` - sigmoid focal loss on logits (``focal.py``).
+* :class:`FocalLoss` - sigmoid focal loss on logits, and :func:`quality_focal_loss_per_anchor`
+  (IoU soft targets, ``loss.cls_loss: quality_focal``) (``focal.py``).
 * :class:`MultiTaskRegressionLoss` - masked box (Huber or GIoU) + log-depth loss, and
   :class:`TaskUncertainty` - learned task log-variances (``multitask.py``).
 * :class:`DetectionLoss`, :func:`count_positives`, :func:`all_reduce_sum` - the
@@ -13,7 +14,7 @@ them load with ``safe_mode=True``.
 
 from detector.losses.detection import DetectionLoss, all_reduce_sum, count_positives
 from detector.losses.dice import DiceLoss
-from detector.losses.focal import FocalLoss, focal_loss_per_anchor
+from detector.losses.focal import FocalLoss, focal_loss_per_anchor, quality_focal_loss_per_anchor
 from detector.losses.multitask import (
     MultiTaskRegressionLoss,
     TaskUncertainty,
@@ -21,6 +22,8 @@ from detector.losses.multitask import (
     giou,
     giou_loss_from_codes,
     huber,
+    iou,
+    positive_iou_from_codes,
     regression_per_anchor,
     unit_decode,
 )
@@ -28,6 +31,7 @@ from detector.losses.multitask import (
 __all__ = [
     "DetectionLoss", "DiceLoss", "FocalLoss", "MultiTaskRegressionLoss", "TaskUncertainty",
     "all_reduce_sum", "count_positives", "depth_of_class", "focal_loss_per_anchor", "giou", "giou_loss_from_codes",
-    "huber", "regression_per_anchor", "unit_decode",
+    "huber", "iou", "positive_iou_from_codes", "quality_focal_loss_per_anchor", "regression_per_anchor",
+    "unit_decode",
 ]
 

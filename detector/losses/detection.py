@@ -1,4 +1,13 @@
-"""The detector's training loss: focal classification + box/depth regression.
+"""The detector's training loss: focal (or quality focal) classification + box/depth regression.
+
+Classification (``loss.cls_loss``): ``"focal"`` is the sigmoid focal loss on one-hot
+targets; ``"quality_focal"`` is the quality focal loss (Li et al. 2020) whose soft target
+on a positive anchor's class is the IoU of the anchor's predicted box with its target box
+(:func:`~detector.losses.multitask.positive_iou_from_codes` on ``outputs["box"]`` and
+``targets["box"]``, under ``stop_gradient``: the box head gets no gradient from the class
+term).  With it the sigmoid score estimates that IoU (inference is unchanged, but the
+scores are IoU-calibrated, so ``eval.score_threshold`` cuts at an IoU-like level rather
+than a class probability; docs/conventions.md §8).
 
 Normalisation (why it is global): every term is a SUM over the anchors this
 replica sees, divided by ``max(num_positives, 1)`` where ``num_positives`` is the
@@ -18,13 +27,16 @@ import keras
 import tensorflow as tf
 
 from detector.config import LossConfig
-from detector.losses.focal import FocalLoss
+from detector.losses.focal import FocalLoss, quality_focal_loss_per_anchor
 from detector.losses.multitask import (
     DEFAULT_BOX_SCALE_FACTORS,
     MultiTaskRegressionLoss,
     TaskUncertainty,
     combine_tasks,
+    positive_iou_from_codes,
 )
+
+CLS_LOSSES = ("focal", "quality_focal")
 
 
 def count_positives(targets) -> tf.Tensor:
@@ -60,8 +72,8 @@ class DetectionLoss:
         and exposed as ``self.task_uncertainty`` / ``self.trainable_variables``, and
         the caller must train those variables itself.
       box_scale_factors: the box coder's ``(sy, sx, sh, sw)`` (``model.box_scale_factors``;
-        the detector passes its own), read only by ``loss_cfg.box_loss == "giou"``, which
-        decodes the box codes with them.
+        the detector passes its own), read only by ``loss_cfg.box_loss == "giou"`` and
+        ``loss_cfg.cls_loss == "quality_focal"``, which decode the box codes with them.
 
     Call args:
       targets: dict ``cls`` int32 ``[B, N]`` (class id, -1 background, -2 ignore),
@@ -78,6 +90,8 @@ class DetectionLoss:
                  box_scale_factors=DEFAULT_BOX_SCALE_FACTORS):
         self.cfg = _as_loss_config(loss_cfg)
         c = self.cfg
+        if c.cls_loss not in CLS_LOSSES:
+            raise ValueError(f"DetectionLoss: cls_loss must be one of {CLS_LOSSES}, got {c.cls_loss!r}")
         self.focal = FocalLoss(alpha=c.focal_alpha, gamma=c.focal_gamma)
         self.regression = MultiTaskRegressionLoss(box_weight=c.box_weight, depth_weight=c.depth_weight,
                                                   huber_delta=c.huber_delta, depth_loss=c.depth_loss,
@@ -97,12 +111,28 @@ class DetectionLoss:
         dtype = tf.convert_to_tensor(outputs["cls_logits"]).dtype
         dtype = dtype if dtype.is_floating else tf.float32
         norm = tf.maximum(tf.cast(num_positives, dtype), 1.0)
-        # .call (per-anchor values) rather than __call__, which would cast to the loss dtype.
-        cls_sum = tf.reduce_sum(self.focal.call(targets["cls"], outputs["cls_logits"]))
+        cls_sum = tf.reduce_sum(self.cls_per_anchor(targets, outputs))
         box_sum, depth_sum = self.regression.task_sums(targets, outputs)
         cls, box, depth = cls_sum / norm, box_sum / norm, depth_sum / norm
         total = combine_tasks(cls, box, depth, self.weights, self.task_uncertainty)
         return {"total": total, "cls": cls, "box": box, "depth": depth}
+
+    def quality(self, targets, outputs) -> tf.Tensor:
+        """``[B, N]`` soft targets of ``"quality_focal"``: IoU of the decoded predicted and target
+        boxes on positives, 0 elsewhere, in the logits' float dtype, without gradient."""
+        dtype = tf.convert_to_tensor(outputs["cls_logits"]).dtype
+        dtype = dtype if dtype.is_floating else tf.float32
+        overlap = positive_iou_from_codes(targets["cls"], tf.cast(outputs["box"], dtype), targets["box"],
+                                          self.box_scale_factors)
+        return tf.stop_gradient(overlap)
+
+    def cls_per_anchor(self, targets, outputs) -> tf.Tensor:
+        """Per-anchor classification loss ``[B, N]`` (``loss.cls_loss``), not normalised."""
+        if self.cfg.cls_loss == "quality_focal":
+            return quality_focal_loss_per_anchor(targets["cls"], outputs["cls_logits"],
+                                                 self.quality(targets, outputs), beta=self.cfg.focal_gamma)
+        # .call (per-anchor values) rather than __call__, which would cast to the loss dtype.
+        return self.focal.call(targets["cls"], outputs["cls_logits"])
 
     def get_config(self) -> dict:
         return {"loss_cfg": dataclasses.asdict(self.cfg), "box_scale_factors": list(self.box_scale_factors)}

@@ -16,6 +16,20 @@ Targets are class ids ``[B, N]`` (int, or float holding integers as Keras casts
 ``y_true``): ``0..C-1`` positive, ``-1`` background (all-zero one-hot row),
 ``-2`` ignore (the anchor contributes exactly 0).  There is no background slot in
 the ``C`` logits.
+
+Quality focal loss (``loss.cls_loss: quality_focal``; Li et al. 2020, "Generalized Focal
+Loss", arXiv:2006.04388): the one-hot target is replaced by a soft one, ``y = q`` (the
+IoU of the anchor's predicted and target boxes, a constant in ``[0, 1]``) for the
+anchor's target class on a positive anchor and ``y = 0`` otherwise, and::
+
+    QFL = BCE(x, y) * |y - sigmoid(x)|**beta,    BCE(x, y) = softplus(x) - y*x
+
+with no ``alpha``.  ``|y - sigmoid(x)|`` is computed as ``|y*sigmoid(-x) - (1-y)*sigmoid(x)|``
+(the same number, since ``sigmoid(x) + sigmoid(-x) = 1``), which is exact for ``y = 0`` and
+``y = 1`` where ``1 - sigmoid(x)`` would cancel; with ``y = 1`` QFL is the focal loss
+without alpha (``alpha_t = 1``).  The sigmoid score then estimates the IoU of the box the
+anchor predicts (a joint "classification-IoU" score) rather than a class probability.
+Ignored anchors contribute exactly 0, as above.
 """
 
 from __future__ import annotations
@@ -50,6 +64,45 @@ def focal_loss_per_anchor(cls_targets, logits, alpha: float = 0.25, gamma: float
     modulator = tf.exp(-gamma * tf.math.softplus(-z))
     alpha_t = y * alpha + (1.0 - y) * (1.0 - alpha)
     per_anchor = tf.reduce_sum(alpha_t * modulator * ce, axis=-1)
+    return tf.where(ids == IGNORE, tf.zeros_like(per_anchor), per_anchor)
+
+
+def quality_focal_loss_per_anchor(cls_targets, logits, quality, beta: float = 2.0) -> tf.Tensor:
+    """Quality focal loss summed over classes for every anchor (formula in the module docstring).
+
+    Args:
+      cls_targets: ``[B, N]`` class ids (``-1`` background, ``-2`` ignore).
+      logits: float ``[B, N, C]`` classification logits.
+      quality: ``[B, N]`` soft target of each positive anchor's class (the IoU of its
+        predicted and target boxes); clipped to ``[0, 1]``, read only where ``cls >= 0``
+        (anything, NaN included, elsewhere) and never differentiated (``stop_gradient``).
+      beta: modulating exponent ``>= 0`` (2 in the paper).
+
+    Returns:
+      ``[B, N]`` in the logits' float dtype (float32 for other inputs); 0 for ignored
+      anchors.  Not normalised.
+    """
+    if beta < 0:
+        raise ValueError(f"quality_focal_loss_per_anchor: beta must be >= 0, got {beta}")
+    logits = tf.convert_to_tensor(logits)
+    if not logits.dtype.is_floating:
+        logits = tf.cast(logits, tf.float32)
+    ids = tf.cast(tf.round(tf.cast(cls_targets, tf.float32)), tf.int32)
+    num_classes = logits.shape[-1]
+    quality = tf.clip_by_value(tf.stop_gradient(tf.cast(quality, logits.dtype)), 0.0, 1.0)
+    quality = tf.where(ids >= 0, quality, tf.zeros_like(quality))  # also drops NaN off positives
+    y = tf.one_hot(ids, num_classes, dtype=logits.dtype) * quality[..., None]  # -1 / -2 -> all-zero rows
+    ce = tf.nn.sigmoid_cross_entropy_with_logits(labels=y, logits=logits)
+    dist = tf.abs(y * tf.sigmoid(-logits) - (1.0 - y) * tf.sigmoid(logits))  # |y - sigmoid(x)|
+    if beta == 0:
+        modulator = tf.ones_like(dist)
+    else:
+        # |d|**beta with a zero value AND zero gradient at d = 0 (pow's gradient there is
+        # 0 * inf for beta < 1); the gradient of the where never reaches pow(0, .).
+        nonzero = dist > 0
+        safe = tf.where(nonzero, dist, tf.ones_like(dist))
+        modulator = tf.where(nonzero, tf.pow(safe, beta), tf.zeros_like(dist))
+    per_anchor = tf.reduce_sum(modulator * ce, axis=-1)
     return tf.where(ids == IGNORE, tf.zeros_like(per_anchor), per_anchor)
 
 

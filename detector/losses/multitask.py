@@ -17,7 +17,9 @@ prediction cannot overflow).  No anchors are needed: decoding against a real anc
 independent positive scalings of the two axes (the areas of the intersection, the union
 and the enclosing box are all multiplied by ``h_a * w_a``).  So the unit-anchor GIoU is
 exactly the GIoU of the boxes decoded against their real anchor.  Non-positive anchors
-get zero codes before decoding, so garbage there cannot leak NaN either.
+get zero codes before decoding, so garbage there cannot leak NaN either.  The same holds
+for the plain IoU, :func:`positive_iou_from_codes`, the soft target of the quality focal
+loss (``loss.cls_loss: quality_focal``, :mod:`detector.losses.focal`).
 
 Depth is regressed as log(metres) (with one prediction per class, that of the
 anchor's target class); anchors whose object has no depth (e.g. COCO,
@@ -60,15 +62,28 @@ def huber(err, delta: float) -> tf.Tensor:
     return 0.5 * quad * quad + delta * (abs_err - quad)
 
 
-def giou(boxes_a, boxes_b) -> tf.Tensor:
-    """Elementwise generalised IoU of yxyx boxes ``[..., 4]`` -> ``[...]``, in ``(-1, 1]``."""
+def _intersection_union(boxes_a, boxes_b) -> tuple[tf.Tensor, tf.Tensor]:
+    """Elementwise intersection and union areas of yxyx boxes ``[..., 4]`` -> two ``[...]``."""
     ya0, xa0, ya1, xa1 = tf.unstack(boxes_a, axis=-1)
     yb0, xb0, yb1, xb1 = tf.unstack(boxes_b, axis=-1)
     area_a = tf.maximum(ya1 - ya0, 0.0) * tf.maximum(xa1 - xa0, 0.0)
     area_b = tf.maximum(yb1 - yb0, 0.0) * tf.maximum(xb1 - xb0, 0.0)
     inter = (tf.maximum(tf.minimum(ya1, yb1) - tf.maximum(ya0, yb0), 0.0)
              * tf.maximum(tf.minimum(xa1, xb1) - tf.maximum(xa0, xb0), 0.0))
-    union = area_a + area_b - inter
+    return inter, area_a + area_b - inter
+
+
+def iou(boxes_a, boxes_b) -> tf.Tensor:
+    """Elementwise IoU of yxyx boxes ``[..., 4]`` -> ``[...]``, in ``[0, 1]``."""
+    inter, union = _intersection_union(boxes_a, boxes_b)
+    return inter / (union + _AREA_EPS)
+
+
+def giou(boxes_a, boxes_b) -> tf.Tensor:
+    """Elementwise generalised IoU of yxyx boxes ``[..., 4]`` -> ``[...]``, in ``(-1, 1]``."""
+    inter, union = _intersection_union(boxes_a, boxes_b)
+    ya0, xa0, ya1, xa1 = tf.unstack(boxes_a, axis=-1)
+    yb0, xb0, yb1, xb1 = tf.unstack(boxes_b, axis=-1)
     enclose = (tf.maximum(ya1, yb1) - tf.minimum(ya0, yb0)) * (tf.maximum(xa1, xb1) - tf.minimum(xa0, xb0))
     return inter / (union + _AREA_EPS) - (enclose - union) / (enclose + _AREA_EPS)
 
@@ -98,6 +113,25 @@ def giou_loss_from_codes(pred_codes, target_codes, scale_factors=DEFAULT_BOX_SCA
     pred_codes = tf.convert_to_tensor(pred_codes)
     target_codes = tf.cast(target_codes, pred_codes.dtype)
     return 1.0 - giou(unit_decode(pred_codes, scale_factors), unit_decode(target_codes, scale_factors))
+
+
+def positive_iou_from_codes(cls_targets, pred_codes, target_codes,
+                            scale_factors=DEFAULT_BOX_SCALE_FACTORS) -> tf.Tensor:
+    """IoU of predicted and target boxes per anchor ``[..., N]``, 0 where ``cls < 0``.
+
+    ``cls_targets`` ``[..., N]`` class ids, codes ``[..., N, 4]`` (``[ty, tx, th, tw]``), in
+    ``pred_codes``' float dtype.  Both are decoded with :func:`unit_decode`, which gives the
+    IoU of the boxes decoded against their real anchor (module docstring).  Non-positive
+    anchors get zero codes before decoding (as the GIoU loss does), so garbage there cannot
+    produce NaN.  Differentiable; callers that use it as a target wrap it in ``stop_gradient``.
+    """
+    pred_codes = tf.convert_to_tensor(pred_codes)
+    target_codes = tf.cast(target_codes, pred_codes.dtype)
+    positive = tf.cast(cls_targets, tf.float32) >= 0.0
+    pred_codes = tf.where(positive[..., None], pred_codes, tf.zeros_like(pred_codes))
+    target_codes = tf.where(positive[..., None], target_codes, tf.zeros_like(target_codes))
+    overlap = iou(unit_decode(pred_codes, scale_factors), unit_decode(target_codes, scale_factors))
+    return tf.where(positive, overlap, tf.zeros_like(overlap))
 
 
 def depth_of_class(depth, classes) -> tf.Tensor:
