@@ -181,7 +181,7 @@ class TrainConfig:
     optimizer: Literal["adamw", "sgd"] = "adamw"  # AdamW or SGD with momentum
     learning_rate: float = 2e-3  # peak rate of the cosine schedule
     weight_decay: float = 1e-4  # decoupled weight decay
-    ema_momentum: float | None = None  # evaluate/save/export a weight average (momentum min(m, (1+t)/(10+t))); null = off
+    ema_momentum: float | None = None  # average the weights for eval/save/export (momentum min(m, (1+t)/(10+t)))
     momentum: float = 0.9  # SGD momentum
     warmup_steps: int = 200  # linear warm-up steps
     min_learning_rate: float = 0.0  # floor of the cosine schedule

@@ -11,11 +11,11 @@ so a from-scratch run's average holds its random initial weights for about
 averages roughly the last ``t / 9`` steps until that window reaches ``1 / (1 - m)``.
 
 The averaged weights are the ones that are evaluated, saved as the checkpoint's model
-weights and exported to ``model.keras``: a checkpoint is written with the two swapped (model entries = average, the optimizer's average slots = the
-raw weights) and swapped back after the write, and ``--resume`` swaps them back after
-restoring.  So every reader of a checkpoint's model weights (eval, export, predict)
-gets the average without knowing about it, and a resumed run continues the raw
-weights exactly.
+weights and exported to ``model.keras``: a checkpoint is written with the two swapped
+(model entries = average, the optimizer's average slots = the raw weights) and swapped
+back after the write, and ``--resume`` swaps them back after restoring.  So every reader
+of a checkpoint's model weights (eval, export, predict) gets the average without knowing
+about it, and a resumed run continues the raw weights exactly.
 """
 
 from __future__ import annotations
