@@ -85,15 +85,20 @@ def separable_block(x, filters: int, stride: int, activation: str, name: str):
     return keras.layers.Activation(activation, name=f"{name}_act")(x)
 
 
-def small_cnn(inputs, width: int, activation: str, blocks=(2, 3, 2)) -> dict[int, object]:
+def small_cnn(inputs, width: int, activation: str, blocks=(2, 3, 2),
+              stem_activation: str | None = None) -> dict[int, object]:
     """Features ``{level: tensor}`` for levels 2..5 with ``w, 2w, 4w, 8w`` channels.
 
     Strides 2 and 4 use plain 3x3 convs with few channels (cheap and expressive at
     high resolution, where depthwise convs are memory-bound); stages 3, 4, 5 use
     separable blocks: one strided block then ``blocks[i]`` stride-1 residual blocks.
+    ``stem_activation`` (default ``activation``) is the two stem convs' activation: their
+    outputs are the largest tensors of the network, so a cheap relu there saves most of
+    what swish costs elsewhere.
     """
-    x = conv_bn_act(inputs, max(8, width // 2), 2, activation, "stem1")      # stride 2
-    c2 = conv_bn_act(x, width, 2, activation, "stem2")                      # stride 4
+    stem_activation = stem_activation or activation
+    x = conv_bn_act(inputs, max(8, width // 2), 2, stem_activation, "stem1")      # stride 2
+    c2 = conv_bn_act(x, width, 2, stem_activation, "stem2")                      # stride 4
     feats, x = {2: c2}, c2
     for level, mult, count in zip((3, 4, 5), (2, 4, 8), blocks):
         x = separable_block(x, width * mult, 2, activation, f"stage{level}_0")
@@ -127,7 +132,8 @@ def build_backbone(backbone_cfg, image_size: int, min_level: int, max_level: int
         if backbone_cfg.weights is not None:
             raise UserError("model.backbone.weights: small_cnn is trained from scratch and has no "
                             f"pretrained weights; set it to null (got {backbone_cfg.weights!r})")
-        feats = small_cnn(x, backbone_cfg.width, activation, backbone_cfg.blocks)
+        feats = small_cnn(x, backbone_cfg.width, activation, backbone_cfg.blocks,
+                          backbone_cfg.stem_activation)
     elif name in _APP_FEATURES:
         app = _application(name, backbone_cfg, image_size)
         if backbone_cfg.weights is None:

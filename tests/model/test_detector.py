@@ -131,6 +131,20 @@ def test_from_config_never_downloads_weights():
     assert Detector.from_config(config).config_tree.model.backbone.weights is None
 
 
+def test_stem_activation_applies_to_the_two_stem_convs_only(tmp_path):
+    model = build_detector(_cfg(64, {"activation": "swish", "backbone": {"width": 8, "stem_activation": "relu"}}))
+    acts = {layer.name: layer.activation.__name__ for layer in model.backbone.layers
+            if isinstance(layer, keras.layers.Activation)}
+    assert acts.pop("stem1_act") == acts.pop("stem2_act") == "relu"
+    assert acts and set(acts.values()) == {"silu"}             # every block of stages 3-5
+    model.save(tmp_path / "det.keras")                          # the key survives a reload
+    loaded = keras.models.load_model(tmp_path / "det.keras")
+    x = _images(2, 64, 1)
+    np.testing.assert_allclose(loaded(x)["cls_logits"].numpy(), model(x)["cls_logits"].numpy(), atol=1e-6)
+    with pytest.raises(UserError, match="model.backbone.stem_activation"):
+        _cfg(64, {"backbone": {"name": "mobilenet_v2", "stem_activation": "relu"}})
+
+
 def test_small_cnn_has_no_pretrained_weights():
     with pytest.raises(UserError, match="model.backbone.weights"):
         build_detector(_cfg(64, {"backbone": {"width": 8, "weights": "imagenet"}}))
