@@ -4,6 +4,7 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from overlap_helpers import np_giou, random_anchors
 
 from detector.config import ConfigError, LossConfig, from_dict
 from detector.losses import (
@@ -33,27 +34,6 @@ def _np_decode(codes, anchors, factors=FACTORS):
     return np.stack([yc - h / 2, xc - w / 2, yc + h / 2, xc + w / 2], -1)
 
 
-def _np_giou(a, b):
-    """Closed-form GIoU of yxyx boxes (float64)."""
-    area = lambda r: (r[..., 2] - r[..., 0]) * (r[..., 3] - r[..., 1])  # noqa: E731
-    ih = np.clip(np.minimum(a[..., 2], b[..., 2]) - np.maximum(a[..., 0], b[..., 0]), 0, None)
-    iw = np.clip(np.minimum(a[..., 3], b[..., 3]) - np.maximum(a[..., 1], b[..., 1]), 0, None)
-    inter = ih * iw
-    union = area(a) + area(b) - inter
-    enclose = ((np.maximum(a[..., 2], b[..., 2]) - np.minimum(a[..., 0], b[..., 0]))
-               * (np.maximum(a[..., 3], b[..., 3]) - np.minimum(a[..., 1], b[..., 1])))
-    return inter / union - (enclose - union) / enclose
-
-
-def _random_anchors(rng, n):
-    """Anchors of varied sizes (8..256 px), aspect ratios (1/4..4) and positions."""
-    size = rng.uniform(8, 256, n)
-    ratio = np.exp(rng.uniform(np.log(0.25), np.log(4.0), n))  # width / height
-    h, w = size / np.sqrt(ratio), size * np.sqrt(ratio)
-    yc, xc = rng.uniform(-100, 700, n), rng.uniform(-100, 700, n)
-    return np.stack([yc - h / 2, xc - w / 2, yc + h / 2, xc + w / 2], -1)
-
-
 def _case(seed=0, b=2, n=30, c=3):
     rng = np.random.default_rng(seed)
     cls = rng.choice([-2, -1, 0, 1, 2], size=(b, n), p=[0.1, 0.4, 0.2, 0.2, 0.1]).astype(np.int32)
@@ -71,12 +51,12 @@ def test_unit_anchor_giou_equals_giou_against_real_anchors(factors):
     boxes decoded against the real anchor (random anchors, aspect ratios, codes)."""
     rng = np.random.default_rng(1)
     n = 500
-    anchors = _random_anchors(rng, n)
+    anchors = random_anchors(rng, n)
     scale = np.array(factors)
     pred = rng.normal(0, 0.5, (n, 4)) * scale     # offsets ~0.5 anchor sides, sizes e^{+-0.5}
     target = rng.normal(0, 0.5, (n, 4)) * scale
     pred[:50, :2] += 3.0 * scale[:2]              # some far away: disjoint, GIoU < 0
-    ref = 1.0 - _np_giou(_np_decode(pred, anchors, factors), _np_decode(target, anchors, factors))
+    ref = 1.0 - np_giou(_np_decode(pred, anchors, factors), _np_decode(target, anchors, factors))
     assert (ref > 1.0).sum() >= 40 and (ref < 0.5).any()
     got = giou_loss_from_codes(pred.astype(np.float32), target.astype(np.float32), factors).numpy()
     np.testing.assert_allclose(got, ref, atol=1e-5, rtol=1e-5)
@@ -102,7 +82,7 @@ def test_identical_boxes_zero_and_disjoint_closed_form():
     anchor = np.array([[84.0, 46.0, 116.0, 54.0]])    # h 32, w 8, centre (100, 50)
     boxes = _np_decode(pred.astype(np.float64), anchor), _np_decode(target.astype(np.float64), anchor)
     np.testing.assert_allclose(boxes[0], [[148.0, 46.0, 180.0, 54.0]])
-    np.testing.assert_allclose(1.0 - _np_giou(*boxes), [4.0 / 3.0], rtol=1e-12)
+    np.testing.assert_allclose(1.0 - np_giou(*boxes), [4.0 / 3.0], rtol=1e-12)
     # Height doubled, same centre (th = sh * log 2): IoU 1/2, enclosing = pred, loss 1/2.
     pred2 = np.array([[0.0, 0.0, 5.0 * np.log(2.0), 0.0]], np.float32)
     np.testing.assert_allclose(giou_loss_from_codes(pred2, target).numpy(), [0.5], rtol=1e-6)
@@ -112,7 +92,7 @@ def test_regression_per_anchor_giou_matches_numpy_over_positives():
     t, o = _case(3)
     box, depth = regression_per_anchor(t, o, box_loss="giou", box_scale_factors=FACTORS)
     unit = np.array([-0.5, -0.5, 0.5, 0.5])
-    ref = 1.0 - _np_giou(_np_decode(o["box"].astype(np.float64), unit), _np_decode(t["box"].astype(np.float64), unit))
+    ref = 1.0 - np_giou(_np_decode(o["box"].astype(np.float64), unit), _np_decode(t["box"].astype(np.float64), unit))
     ref = np.where(t["cls"] >= 0, ref, 0.0)
     np.testing.assert_allclose(box.numpy(), ref, atol=1e-5)
     assert np.all(depth.numpy() == 0)

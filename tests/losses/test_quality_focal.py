@@ -4,6 +4,7 @@ gradients, the IoU quality fed by DetectionLoss, no gradient into the boxes, con
 import numpy as np
 import pytest
 import tensorflow as tf
+from overlap_helpers import np_iou, random_anchors
 
 from detector.config import ConfigError, LossConfig, from_dict
 from detector.losses import (
@@ -29,24 +30,6 @@ def _np_qfl(ids, logits, quality, beta=2.0):
     bce = np.logaddexp(0.0, x) - y * x  # = -(y log p + (1 - y) log(1 - p)), finite for any x
     per_anchor = (bce * np.abs(y - p) ** beta).sum(-1)
     return np.where(ids == -2, 0.0, per_anchor)
-
-
-def _np_iou(a, b):
-    """Closed-form IoU of yxyx boxes (float64)."""
-    area = lambda r: (r[..., 2] - r[..., 0]) * (r[..., 3] - r[..., 1])  # noqa: E731
-    ih = np.clip(np.minimum(a[..., 2], b[..., 2]) - np.maximum(a[..., 0], b[..., 0]), 0, None)
-    iw = np.clip(np.minimum(a[..., 3], b[..., 3]) - np.maximum(a[..., 1], b[..., 1]), 0, None)
-    inter = ih * iw
-    return inter / (area(a) + area(b) - inter)
-
-
-def _random_anchors(rng, n):
-    """Anchors of varied sizes (8..256 px), aspect ratios (1/4..4) and positions."""
-    size = rng.uniform(8, 256, n)
-    ratio = np.exp(rng.uniform(np.log(0.25), np.log(4.0), n))  # width / height
-    h, w = size / np.sqrt(ratio), size * np.sqrt(ratio)
-    yc, xc = rng.uniform(-100, 700, n), rng.uniform(-100, 700, n)
-    return np.stack([yc - h / 2, xc - w / 2, yc + h / 2, xc + w / 2], -1)
 
 
 def _case(seed=0, b=2, n=30, c=3, code_scale=0.5):
@@ -156,10 +139,10 @@ def test_detection_loss_quality_is_iou_against_real_anchors():
     against the real anchors with the box coder (random anchors and aspect ratios)."""
     targets, outputs = _case(4, b=2, n=200)
     outputs["box"][0, :30, :2] += 30.0   # some far away: IoU 0
-    anchors = _random_anchors(np.random.default_rng(5), 200).astype(np.float32)
+    anchors = random_anchors(np.random.default_rng(5), 200).astype(np.float32)
     det = DetectionLoss(LossConfig(cls_loss="quality_focal"), box_scale_factors=FACTORS)
     quality = det.quality(targets, outputs).numpy()
-    ref = _np_iou(decode(outputs["box"], anchors, FACTORS).numpy().astype(np.float64),
+    ref = np_iou(decode(outputs["box"], anchors, FACTORS).numpy().astype(np.float64),
                   decode(targets["box"], anchors, FACTORS).numpy().astype(np.float64))
     positive = targets["cls"] >= 0
     ref = np.where(positive, ref, 0.0)
@@ -176,7 +159,7 @@ def test_detection_loss_quality_is_iou_against_real_anchors():
     # iou() itself on float64 boxes is the closed form
     a = decode(outputs["box"][1], anchors, FACTORS).numpy().astype(np.float64)
     b = decode(targets["box"][1], anchors, FACTORS).numpy().astype(np.float64)
-    np.testing.assert_allclose(iou(a, b).numpy(), _np_iou(a, b), atol=1e-12)
+    np.testing.assert_allclose(iou(a, b).numpy(), np_iou(a, b), atol=1e-12)
 
 
 def test_detection_loss_hand_made():
