@@ -114,7 +114,7 @@ class BackboneConfig:
     freeze_bn: bool = False  # keep backbone BatchNorm in inference mode (fine-tuning)
     alpha: float = 1.0                         # mobilenet_v2 width multiplier (imagenet: 0.35..1.4)
     blocks: tuple[int, int, int] = (2, 3, 2)   # small_cnn stride-1 blocks in stages 3, 4, 5
-    stem_activation: Literal["relu", "swish"] | None = None  # small_cnn's stride-2/4 convs; null = model.activation
+    stem_activation: Literal["relu", "swish"] | None = None  # small_cnn stem convs (strides 2, 4); null = activation
 
 
 @dataclass(frozen=True)
@@ -412,8 +412,6 @@ def _check(cfg: Config) -> None:
     need(m.depth_prior > 0, "model.depth_prior", "must be positive (metres)")
     need(m.backbone.alpha > 0, "model.backbone.alpha", "must be positive")
     need(all(b >= 0 for b in m.backbone.blocks), "model.backbone.blocks", "must be >= 0")
-    need(m.backbone.stem_activation is None or m.backbone.name == "small_cnn", "model.backbone.stem_activation",
-         "applies to small_cnn only; set it to null")
     need(0 < m.prior_probability < 1, "model.prior_probability", "must be in (0, 1)")
     need(all(f > 0 for f in m.box_scale_factors), "model.box_scale_factors", "must be positive")
     mt = cfg.matching

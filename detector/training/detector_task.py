@@ -38,7 +38,7 @@ from detector.callbacks import CosineAnnealing, GradientMonitor, ProfilingCallba
 from detector.config import Config, ConfigError, TrainConfig, save_config
 from detector.evaluation.evaluator import EXTRA_STATS, STAT_NAMES, DetectionEvaluator
 from detector.targets.anchors import anchors_for_config
-from detector.training.ema import SGD, AdamW, averaged
+from detector.training.ema import averaged, warm_up_average
 from detector.training.engine import EarlyStopping, FitResult, Trainer
 from detector.training.results import find_resume_dir, new_run_dir
 from detector.training.strategy import build_strategy, configure_devices, is_chief
@@ -151,13 +151,13 @@ def build_optimizer(t: TrainConfig) -> keras.optimizers.Optimizer:
     # the weights' moving average, with a momentum warm-up (detector/training/ema.py)
     average = {"use_ema": True, "ema_momentum": t.ema_momentum} if t.ema_momentum else {}
     if t.optimizer == "adamw":
-        opt = AdamW(learning_rate=t.learning_rate, weight_decay=t.weight_decay, **average)
+        opt = keras.optimizers.AdamW(learning_rate=t.learning_rate, weight_decay=t.weight_decay, **average)
     else:
-        opt = SGD(learning_rate=t.learning_rate, momentum=t.momentum,
-                  weight_decay=t.weight_decay or None, **average)
+        opt = keras.optimizers.SGD(learning_rate=t.learning_rate, momentum=t.momentum,
+                                   weight_decay=t.weight_decay or None, **average)
     if t.weight_decay:
         opt.exclude_from_weight_decay(var_names=["bias", "gamma", "beta"])
-    return opt
+    return warm_up_average(opt)
 
 
 def train_dataset_fn(cfg: Config, stats=None) -> Callable[[int, int, int], tf.data.Dataset]:

@@ -21,33 +21,33 @@ about it, and a resumed run continues the raw weights exactly.
 from __future__ import annotations
 
 import contextlib
+import types
 
 import keras
 import tensorflow as tf
 
 
-class WarmupAverage:
-    """Mixin for a Keras optimizer: its ``use_ema`` average with the momentum warm-up above."""
-
-    def _update_model_variables_moving_average(self, trainable_variables):
-        if not self.use_ema:
-            return
-        t = tf.cast(self.iterations, tf.float32)
-        momentum = tf.where(t > 0, tf.minimum(float(self.ema_momentum), (1.0 + t) / (10.0 + t)), 0.0)
-        for var, average in zip(trainable_variables, self._model_variables_moving_average):
-            if average is not None:
-                m = tf.cast(momentum, var.dtype)
-                average.assign(m * average + (1.0 - m) * var)
+def _warmed_up_update(optimizer, trainable_variables):
+    """``optimizer``'s average update with the momentum warm-up above."""
+    if not optimizer.use_ema:
+        return
+    t = tf.cast(optimizer.iterations, tf.float32)
+    momentum = tf.where(t > 0, tf.minimum(float(optimizer.ema_momentum), (1.0 + t) / (10.0 + t)), 0.0)
+    for var, average in zip(trainable_variables, optimizer._model_variables_moving_average):
+        if average is not None:
+            m = tf.cast(momentum, var.dtype)
+            average.assign(m * average + (1.0 - m) * var)
 
 
-@keras.saving.register_keras_serializable(package="detector")
-class AdamW(WarmupAverage, keras.optimizers.AdamW):
-    """Keras AdamW whose weight average (``use_ema``) warms up its momentum."""
+def warm_up_average(optimizer: keras.optimizers.Optimizer) -> keras.optimizers.Optimizer:
+    """Give ``optimizer`` (a Keras optimizer, ``use_ema`` or not) the momentum warm-up; returns it.
 
-
-@keras.saving.register_keras_serializable(package="detector")
-class SGD(WarmupAverage, keras.optimizers.SGD):
-    """Keras SGD whose weight average (``use_ema``) warms up its momentum."""
+    Replaces the instance's average update only: the optimizer stays a plain Keras class,
+    so a ``model.keras`` saved with it loads anywhere (a subclass would have to be
+    registered in the loading process).
+    """
+    optimizer._update_model_variables_moving_average = types.MethodType(_warmed_up_update, optimizer)
+    return optimizer
 
 
 def has_average(optimizer: keras.optimizers.Optimizer) -> bool:

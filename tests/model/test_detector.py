@@ -141,8 +141,6 @@ def test_stem_activation_applies_to_the_two_stem_convs_only(tmp_path):
     loaded = keras.models.load_model(tmp_path / "det.keras")
     x = _images(2, 64, 1)
     np.testing.assert_allclose(loaded(x)["cls_logits"].numpy(), model(x)["cls_logits"].numpy(), atol=1e-6)
-    with pytest.raises(UserError, match="model.backbone.stem_activation"):
-        _cfg(64, {"backbone": {"name": "mobilenet_v2", "stem_activation": "relu"}})
 
 
 def test_small_cnn_has_no_pretrained_weights():

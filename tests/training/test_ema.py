@@ -8,7 +8,7 @@ import tensorflow as tf
 from toy_task import BATCH, dataset_fn, loss_fn, make_model
 
 from detector.training.checkpoints import restore_model
-from detector.training.ema import AdamW
+from detector.training.ema import warm_up_average
 from detector.training.engine import Trainer
 
 STEPS, M = 4, 0.2
@@ -23,7 +23,7 @@ def _trainer(run_dir, epochs, eval_fn=None, callbacks=(), strategy=None):
     strategy = strategy or tf.distribute.get_strategy()
     with strategy.scope():
         model = make_model(seed=3)
-        opt = AdamW(0.05, weight_decay=0.01, use_ema=True, ema_momentum=M)
+        opt = warm_up_average(keras.optimizers.AdamW(0.05, weight_decay=0.01, use_ema=True, ema_momentum=M))
     return Trainer(strategy=strategy, model=model, optimizer=opt, loss_fn=loss_fn,
                    train_dataset_fn=dataset_fn(seed=1), steps_per_epoch=STEPS, epochs=epochs,
                    global_batch_size=BATCH, run_dir=run_dir, progress=False, eval_fn=eval_fn,
@@ -78,7 +78,7 @@ def test_resume_with_an_average_equals_uninterrupted(tmp_path):
 def test_momentum_warms_up_to_the_configured_value():
     """(1 + t) / (10 + t) reaches 0.5 at t = 8; the first update copies the weights."""
     var = keras.Variable(np.zeros(3, np.float32))
-    opt = AdamW(0.1, weight_decay=0.0, use_ema=True, ema_momentum=0.5)
+    opt = warm_up_average(keras.optimizers.AdamW(0.1, weight_decay=0.0, use_ema=True, ema_momentum=0.5))
     opt.build([var])
     avg = None
     for t in range(12):
