@@ -39,6 +39,12 @@ from detector.losses.multitask import (
 CLS_LOSSES = ("focal", "quality_focal")
 
 
+def _float_dtype(outputs) -> tf.DType:
+    """The class logits' float dtype (float32 for non-float logits)."""
+    dtype = tf.convert_to_tensor(outputs["cls_logits"]).dtype
+    return dtype if dtype.is_floating else tf.float32
+
+
 def count_positives(targets) -> tf.Tensor:
     """Number of positive anchors (``cls >= 0``) in ``targets["cls"]`` ``[B, N]``; float32 scalar."""
     return tf.reduce_sum(tf.cast(tf.cast(targets["cls"], tf.float32) >= 0.0, tf.float32))
@@ -108,8 +114,7 @@ class DetectionLoss:
         return [] if self.task_uncertainty is None else list(self.task_uncertainty.trainable_variables)
 
     def __call__(self, targets, outputs, num_positives) -> dict[str, tf.Tensor]:
-        dtype = tf.convert_to_tensor(outputs["cls_logits"]).dtype
-        dtype = dtype if dtype.is_floating else tf.float32
+        dtype = _float_dtype(outputs)
         norm = tf.maximum(tf.cast(num_positives, dtype), 1.0)
         cls_sum = tf.reduce_sum(self.cls_per_anchor(targets, outputs))
         box_sum, depth_sum = self.regression.task_sums(targets, outputs)
@@ -120,8 +125,7 @@ class DetectionLoss:
     def quality(self, targets, outputs) -> tf.Tensor:
         """``[B, N]`` soft targets of ``"quality_focal"``: IoU of the decoded predicted and target
         boxes on positives, 0 elsewhere, in the logits' float dtype, without gradient."""
-        dtype = tf.convert_to_tensor(outputs["cls_logits"]).dtype
-        dtype = dtype if dtype.is_floating else tf.float32
+        dtype = _float_dtype(outputs)
         overlap = positive_iou_from_codes(targets["cls"], tf.cast(outputs["box"], dtype), targets["box"],
                                           self.box_scale_factors)
         return tf.stop_gradient(overlap)

@@ -126,11 +126,21 @@ def positive_iou_from_codes(cls_targets, pred_codes, target_codes,
     produce NaN.  Differentiable; callers that use it as a target wrap it in ``stop_gradient``.
     """
     pred_codes = tf.convert_to_tensor(pred_codes)
-    target_codes = tf.cast(target_codes, pred_codes.dtype)
     positive = tf.cast(cls_targets, tf.float32) >= 0.0
-    pred_codes = tf.where(positive[..., None], pred_codes, tf.zeros_like(pred_codes))
-    target_codes = tf.where(positive[..., None], target_codes, tf.zeros_like(target_codes))
-    overlap = iou(unit_decode(pred_codes, scale_factors), unit_decode(target_codes, scale_factors))
+    return _positive_overlap(iou, positive, pred_codes, tf.cast(target_codes, pred_codes.dtype), scale_factors)
+
+
+def _positive_overlap(overlap_fn, positive, pred_codes, target_codes, scale_factors) -> tf.Tensor:
+    """``overlap_fn(pred box, target box)`` ``[..., N]`` on positive anchors, 0 elsewhere.
+
+    Both codes are decoded with :func:`unit_decode`; non-positive anchors get zero codes
+    (the unit anchor itself) BEFORE decoding, so garbage there reaches neither the value
+    nor its gradient.
+    """
+    mask = positive[..., None]
+    pred = unit_decode(tf.where(mask, pred_codes, tf.zeros_like(pred_codes)), scale_factors)
+    target = unit_decode(tf.where(mask, target_codes, tf.zeros_like(target_codes)), scale_factors)
+    overlap = overlap_fn(pred, target)
     return tf.where(positive, overlap, tf.zeros_like(overlap))
 
 
@@ -177,14 +187,8 @@ def regression_per_anchor(targets, outputs, huber_delta: float = 1.0, depth_loss
         box_err = tf.where(positive[..., None], box_err, tf.zeros_like(box_err))
         box = tf.reduce_sum(huber(box_err, huber_delta), axis=-1)
     elif box_loss == "giou":
-        # Zero codes (the unit anchor itself, loss 0) on non-positives BEFORE decoding, so
-        # garbage there cannot reach the loss or its gradient; then mask the loss as well.
-        pred_codes = tf.cast(pred_box, dtype)
-        target_codes = tf.cast(targets["box"], dtype)
-        pred_codes = tf.where(positive[..., None], pred_codes, tf.zeros_like(pred_codes))
-        target_codes = tf.where(positive[..., None], target_codes, tf.zeros_like(target_codes))
-        box = giou_loss_from_codes(pred_codes, target_codes, box_scale_factors)
-        box = tf.where(positive, box, tf.zeros_like(box))
+        box = _positive_overlap(lambda a, b: 1.0 - giou(a, b), positive, tf.cast(pred_box, dtype),
+                                tf.cast(targets["box"], dtype), box_scale_factors)
     else:
         raise ValueError(f"box_loss must be one of {BOX_LOSSES}, got {box_loss!r}")
     has_depth = tf.cast(targets["depth_mask"], tf.float32) > 0.5
