@@ -319,21 +319,17 @@ def report_anchor_fit(cfg: Config) -> None:
     File-based sources only (a tfds split would have to be read in full first; use
     ``detector inspect --config ... --fit-anchors`` on a sample of it).
     """
-    import logging
-
     from detector.data.sources import load_records
     from detector.targets.anchor_fit import advice, anchor_recall, network_boxes
 
     if cfg.data.source == "tfds":
         return
-    log = logging.getLogger("detector.train")
     records, _ = load_records(cfg, "train")
     report = anchor_recall(network_boxes(records, cfg.data.image_size), cfg)
     for line in report.lines():
         print(line, file=sys.stderr, flush=True)
     warning = advice(report, cfg)
     if warning:
-        log.warning(warning)
         print(f"warning: {warning}", file=sys.stderr, flush=True)
 
 

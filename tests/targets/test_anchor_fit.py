@@ -48,6 +48,8 @@ def test_advice_names_the_settings_and_fit_improves_recall():
     assert report.recall == 0.0
     text = advice(report, cfg)
     assert "model.anchors.anchor_size" in text and "model.min_level" in text and "--fit-anchors" in text
+    assert "force_match is on: each of those boxes still trains its 1 best anchor" in text
+    assert "force_match" not in advice(report, load_config("smoke", ["matching.force_match=false"]))
     best = fit_anchors(tiny, 128, 0.5)[0]
     assert best.recall == 1.0 and best.min_level == 2
     assert f"model.min_level={best.min_level}" in best.overrides()
