@@ -8,7 +8,7 @@ user can size the CPU a GPU needs.
 
 Settings:
 
-* ``synthetic-256``: the embedded default (``synthetic.yaml``: 256 px JPEGs, 256 px input);
+* ``synthetic``: the embedded default (``synthetic.yaml``: 256 px JPEGs, 352 px input);
 * ``coco_small-384``: ``coco_small.yaml``'s input settings (384 px, its augmentation, no
   image cache, up to 100 boxes) on real photographs of varied sizes: a Pascal-VOC folder
   given with ``--voc-root`` (e.g. the raccoon photos); skipped without it.
@@ -35,7 +35,7 @@ BACKENDS = ("tf", "albumentations")
 
 
 def settings(voc_root: str | None) -> dict[str, list[str]]:
-    out = {"synthetic-256": ["--config", "synthetic.yaml"]}
+    out = {"synthetic": ["--config", "synthetic.yaml"]}
     if voc_root:
         out["coco_small-384"] = ["--config", "coco_small.yaml", "--set", "data.source=voc",
                                  "--set", f"data.voc_root={voc_root}", "--set", "data.classes=[raccoon]",
