@@ -199,5 +199,4 @@ def advice(report: RecallReport, cfg) -> str | None:
               f"{cfg.matching.force_match_top_k} best anchor(s), at a lower IoU.)" if cfg.matching.force_match else "")
     return (f"anchors fit the training boxes poorly: best possible recall {report.recall:.3f} < {WARN_BELOW} "
             f"at matching.positive_iou={cfg.matching.positive_iou:g} (low in: {', '.join(low) or 'all'}). "
-            f"Fix: {'; '.join(hints)}. 'detector inspect --config ... --fit-anchors' prints settings that fit."
-            + forced)
+            f"Fix: {'; '.join(hints)}. 'detector inspect --config ... --fit-anchors' prints settings that fit.{forced}")
