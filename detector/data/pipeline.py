@@ -66,7 +66,7 @@ from detector.data.records import PipelineStats
 from detector.data.sampling import epoch_repeat_counts
 from detector.data.sources import load_records, repeat_factors, source_dataset
 from detector.targets.anchors import anchors_for_config, level_sizes
-from detector.targets.assign import IGNORE, assign_targets
+from detector.targets.assign import IGNORE, assign_targets, prepare_anchors
 
 _GT_KEYS = ("boxes", "boxes_xywh", "classes", "is_crowd", "area", "depth", "num_boxes",
             "scale", "original_size")
@@ -104,8 +104,8 @@ def _tf_step(data_cfg, training: bool):
 
 
 def _targets_step(cfg, with_gt: bool = True):
-    anchors = tf.constant(anchors_for_config(cfg), tf.float32)
-    n_anchors = int(anchors.shape[0])
+    anchors = prepare_anchors(anchors_for_config(cfg))
+    n_anchors = int(anchors.boxes.shape[0])
     levels = level_sizes(cfg)
 
     def step(e):

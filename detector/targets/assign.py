@@ -18,6 +18,9 @@ aspect ratio, mostly the k scales at its best location), a large one is unaffect
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
+import numpy as np
 import tensorflow as tf
 
 from detector.targets import box_coder
@@ -47,6 +50,39 @@ def iou(boxes_a, boxes_b) -> tf.Tensor:
     return tf.math.divide_no_nan(inter, union)
 
 
+class PreparedAnchors(NamedTuple):
+    """Anchors with the per-anchor quantities the assignment needs, computed once.
+
+    ``boxes`` float32 ``[N, 4]`` yxyx pixels; ``ymin``, ``xmin``, ``ymax``, ``xmax``, ``area``
+    float32 ``[N]`` each.  The input pipeline builds this once (:func:`prepare_anchors`) instead
+    of slicing the anchors in every image's assignment.
+    """
+    boxes: tf.Tensor
+    ymin: tf.Tensor
+    xmin: tf.Tensor
+    ymax: tf.Tensor
+    xmax: tf.Tensor
+    area: tf.Tensor
+
+
+def prepare_anchors(anchors) -> PreparedAnchors:
+    """:class:`PreparedAnchors` of float32 ``[N, 4]`` yxyx ``anchors`` (numpy or tensor)."""
+    a = np.asarray(anchors, np.float32).reshape(-1, 4)
+    cols = [tf.constant(np.ascontiguousarray(a[:, i])) for i in range(4)]
+    area = tf.constant((a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1]))
+    return PreparedAnchors(tf.constant(a), *cols, area)
+
+
+def _iou_per_box(anchors: PreparedAnchors, boxes) -> tf.Tensor:
+    """IoU of every box with every anchor: float32 ``[M, N]`` (a box per row, so the long
+    anchor axis is the contiguous one), 0 where a union is empty."""
+    ymin, xmin, ymax, xmax = (boxes[:, i:i + 1] for i in range(4))              # [M, 1] each
+    ih = tf.maximum(tf.minimum(anchors.ymax, ymax) - tf.maximum(anchors.ymin, ymin), 0.0)
+    iw = tf.maximum(tf.minimum(anchors.xmax, xmax) - tf.maximum(anchors.xmin, xmin), 0.0)
+    inter = ih * iw
+    return tf.math.divide_no_nan(inter, anchors.area + (ymax - ymin) * (xmax - xmin) - inter)
+
+
 def assign_targets(
     anchors,
     gt_boxes,
@@ -60,7 +96,8 @@ def assign_targets(
     """Targets for one image.
 
     Args:
-      anchors: float32 ``[N, 4]`` yxyx pixels (see :mod:`detector.targets.anchors`).
+      anchors: float32 ``[N, 4]`` yxyx pixels (see :mod:`detector.targets.anchors`), or
+        :class:`PreparedAnchors` of them (cheaper when called per image).
       gt_boxes: float32 ``[M, 4]`` yxyx pixels, same frame as the anchors; ``M`` may be 0.
       gt_classes: int32 ``[M]`` class ids ``0..C-1``; ``-1`` marks padding.
       gt_is_crowd: bool ``[M]``; crowd boxes never create positives.
@@ -73,64 +110,69 @@ def assign_targets(
       ``{"cls": int32 [N], "box": float32 [N, 4] codes (0 unless positive),
       "depth": float32 [N] log(metres) (0 where none), "depth_mask": float32 [N]}``.
     """
-    anchors = tf.convert_to_tensor(anchors, tf.float32)
+    if not isinstance(anchors, PreparedAnchors):
+        anchors = prepare_anchors(anchors)
+    n_anchors = tf.shape(anchors.boxes)[0]
     # One padding row guarantees M >= 1, so the reductions below are defined.
     gt_boxes = tf.concat([tf.reshape(tf.cast(gt_boxes, tf.float32), [-1, 4]), tf.zeros([1, 4])], 0)
     gt_classes = tf.concat([tf.reshape(tf.cast(gt_classes, tf.int32), [-1]), [-1]], 0)
     gt_is_crowd = tf.concat([tf.reshape(tf.cast(gt_is_crowd, tf.bool), [-1]), [False]], 0)
     gt_depth = tf.concat([tf.reshape(tf.cast(gt_depth, tf.float32), [-1]), [-1.0]], 0)
+    box_ids = tf.range(tf.shape(gt_classes)[0])
 
     valid = gt_classes >= 0
     regular = valid & ~gt_is_crowd
     crowd = valid & gt_is_crowd
-    overlaps = iou(anchors, gt_boxes)                                    # [N, M]
-    reg_iou = tf.where(regular[None, :], overlaps, -1.0)
-    best_iou = tf.reduce_max(reg_iou, axis=1)                            # [N]
-    match = tf.argmax(reg_iou, axis=1, output_type=tf.int32)            # [N]
+    overlaps = _iou_per_box(anchors, gt_boxes)                           # [M, N]
+    reg_iou = tf.where(regular[:, None], overlaps, -1.0)
+    best_iou = tf.reduce_max(reg_iou, axis=0)                            # [N]
+    match = tf.argmax(reg_iou, axis=0, output_type=tf.int32)            # [N]
 
     if getattr(matching_cfg, "method", "iou") == "atss":
         if level_sizes is None:
             raise ValueError("matching.method 'atss' needs the anchors' level_sizes")
-        labels, match = _atss(anchors, overlaps, gt_boxes, regular, level_sizes, matching_cfg.atss_top_k)
+        labels, match = _atss(anchors.boxes, tf.transpose(overlaps), gt_boxes, regular, level_sizes,
+                              matching_cfg.atss_top_k)
     else:
         labels = tf.where(best_iou >= matching_cfg.positive_iou, 0, BACKGROUND)
         labels = tf.where((best_iou >= matching_cfg.negative_iou) & (labels == BACKGROUND), IGNORE, labels)
-    crowd_iou = tf.reduce_max(tf.where(crowd[None, :], overlaps, 0.0), axis=1)
+    crowd_iou = tf.reduce_max(tf.where(crowd[:, None], overlaps, 0.0), axis=0)
     labels = tf.where((labels == BACKGROUND) & (crowd_iou >= matching_cfg.negative_iou), IGNORE, labels)
 
     top_k = matching_cfg.force_match_top_k
     if matching_cfg.force_match and top_k > 1:
         # Ranks 2..k: lower priority than the IoU rule and the rank-1 claim below.
-        k = tf.minimum(top_k, tf.shape(anchors)[0])
-        top_iou, top_idx = tf.math.top_k(tf.transpose(reg_iou), k)     # [M, k]
+        k = tf.minimum(top_k, n_anchors)
+        top_iou, top_idx = tf.math.top_k(reg_iou, k)                     # [M, k]
         rank = tf.range(k)[None, :]
         extra = regular[:, None] & (top_iou > 0.0) & (rank >= 1)
-        gt_of = tf.broadcast_to(tf.range(tf.shape(gt_classes)[0])[:, None], tf.shape(top_idx))
         owner = tf.tensor_scatter_nd_max(tf.fill(tf.shape(match), -1),
                                          tf.boolean_mask(top_idx, extra)[:, None],
-                                         tf.boolean_mask(gt_of, extra))
+                                         tf.boolean_mask(tf.broadcast_to(box_ids[:, None], tf.shape(top_idx)),
+                                                         extra))
         claimed = (owner >= 0) & (labels != 0)
         match = tf.where(claimed, owner, match)
         labels = tf.where(claimed, 0, labels)
 
     if matching_cfg.force_match:
-        best_anchor = tf.argmax(reg_iou, axis=0, output_type=tf.int32)  # [M]
-        col_best = tf.reduce_max(reg_iou, axis=0)
-        claim = regular & (col_best > 0.0)
-        gt_idx = tf.boolean_mask(tf.range(tf.shape(gt_classes)[0]), claim)
-        anchor_idx = tf.boolean_mask(best_anchor, claim)[:, None]
+        best_anchor = tf.argmax(reg_iou, axis=1, output_type=tf.int32)  # [M]
+        claim = regular & (tf.reduce_max(reg_iou, axis=1) > 0.0)
         # Scatter in box order: for duplicate anchors the later update wins on CPU, but
         # that is unspecified in general, so resolve duplicates explicitly by max box index.
-        owner = tf.tensor_scatter_nd_max(tf.fill(tf.shape(match), -1), anchor_idx, gt_idx)
+        owner = tf.tensor_scatter_nd_max(tf.fill(tf.shape(match), -1),
+                                         tf.boolean_mask(best_anchor, claim)[:, None],
+                                         tf.boolean_mask(box_ids, claim))
         forced = owner >= 0
         match = tf.where(forced, owner, match)
         labels = tf.where(forced, 0, labels)
 
     positive = labels == 0
     cls = tf.where(positive, tf.gather(gt_classes, match), labels)
-    matched_boxes = tf.gather(gt_boxes, match)
-    codes = box_coder.encode(matched_boxes, anchors, scale_factors)
-    box = tf.where(positive[:, None], codes, 0.0)
+    # Box codes only for the positives (a few dozen of N), scattered into zeros.
+    pos = tf.where(positive)                                             # [P, 1] int64
+    codes = box_coder.encode(tf.gather(gt_boxes, tf.gather_nd(match, pos)),
+                             tf.gather_nd(anchors.boxes, pos), scale_factors)
+    box = tf.scatter_nd(pos, codes, tf.stack([tf.cast(n_anchors, tf.int64), 4]))
     depth_m = tf.gather(gt_depth, match)
     has_depth = positive & (depth_m > 0.0)
     depth = tf.where(has_depth, tf.math.log(tf.maximum(depth_m, 1e-6)), 0.0)

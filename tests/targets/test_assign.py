@@ -148,3 +148,61 @@ def test_atss_gives_a_small_box_positives_without_force_match():
     assert positive.sum() >= 1
     ctr = (anchors[positive, :2] + anchors[positive, 2:]) / 2
     assert ((ctr > gt[0, :2]) & (ctr < gt[0, 2:])).all()
+
+
+def _numpy_assign(anchors, gt, classes, crowd, depth, cfg, factors):
+    """Reference IoU matching, anchor by anchor and box by box: the targets dict as numpy."""
+    n = len(anchors)
+    overlaps = iou(anchors, gt).numpy() if len(gt) else np.zeros([n, 0])
+    regular = (classes >= 0) & ~crowd
+    reg = np.where(regular[None, :], overlaps, -1.0)
+    best = reg.max(1, initial=-1.0)
+    match = reg.argmax(1) if len(gt) else np.zeros(n, int)
+    labels = np.where(best >= cfg.positive_iou, 0, -1)
+    labels[(labels == -1) & (best >= cfg.negative_iou)] = -2
+    crowd_iou = np.where((crowd & (classes >= 0))[None, :], overlaps, 0.0).max(1, initial=0.0)
+    labels[(labels == -1) & (crowd_iou >= cfg.negative_iou)] = -2
+    for ranks in ([1, cfg.force_match_top_k], [0, 1]) if cfg.force_match else ():
+        owner = np.full(n, -1)
+        for j in np.flatnonzero(regular):
+            for i in np.argsort(-reg[:, j], kind="stable")[ranks[0]:ranks[1]]:
+                if reg[i, j] > 0:
+                    owner[i] = max(owner[i], j)
+        claimed = (owner >= 0) & ((labels != 0) if ranks[0] else True)
+        match[claimed], labels[claimed] = owner[claimed], 0
+    pos = labels == 0
+    cls = np.where(pos, classes[match] if len(gt) else 0, labels)
+    box = np.zeros([n, 4], np.float32)
+    if pos.any():
+        box[pos] = box_coder.encode(gt[match[pos]], anchors[pos], factors).numpy()
+    d = depth[match] if len(gt) else np.zeros(n)
+    has = pos & (d > 0)
+    return {"cls": cls, "box": box, "depth": np.where(has, np.log(np.maximum(d, 1e-6)), 0.0), "depth_mask": has}
+
+
+def test_iou_matching_equals_a_numpy_reference_on_random_images():
+    from detector.targets.anchors import generate_anchors
+    from detector.targets.assign import prepare_anchors
+
+    anchors = generate_anchors(96, 3, 5, 3, [0.5, 1.0, 2.0], 4.0)
+    prepared = prepare_anchors(anchors)
+    rng = np.random.default_rng(3)
+    for trial in range(40):
+        m = int(rng.integers(0, 9))
+        yx = rng.uniform(-4, 90, (m, 2))
+        gt = np.concatenate([yx, yx + rng.uniform(1, 60, (m, 2))], 1).astype(np.float32)
+        if m > 2:
+            gt[2] = gt[1]                                    # duplicate boxes compete for anchors
+        classes = rng.integers(0, 4, m).astype(np.int32)
+        classes[rng.random(m) < 0.1] = -1                    # padding rows
+        crowd = rng.random(m) < 0.15
+        depth = rng.uniform(-2, 30, m).astype(np.float32)
+        cfg = MatchingConfig(positive_iou=0.5, negative_iou=0.4, force_match=trial % 4 != 0,
+                             force_match_top_k=1 + trial % 3)
+        ref = _numpy_assign(anchors, gt, classes, crowd, depth, cfg, (10, 10, 5, 5))
+        for a in (anchors, prepared):
+            t = assign_targets(a, gt, classes, crowd, depth, cfg, (10, 10, 5, 5))
+            np.testing.assert_array_equal(t["cls"].numpy(), ref["cls"], err_msg=f"trial {trial}")
+            np.testing.assert_allclose(t["box"].numpy(), ref["box"], atol=1e-5)
+            np.testing.assert_allclose(t["depth"].numpy(), ref["depth"], atol=1e-6)
+            np.testing.assert_array_equal(t["depth_mask"].numpy(), ref["depth_mask"])
