@@ -20,7 +20,6 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-import numpy as np
 import tensorflow as tf
 
 from detector.targets import box_coder
@@ -66,11 +65,13 @@ class PreparedAnchors(NamedTuple):
 
 
 def prepare_anchors(anchors) -> PreparedAnchors:
-    """:class:`PreparedAnchors` of float32 ``[N, 4]`` yxyx ``anchors`` (numpy or tensor)."""
-    a = np.asarray(anchors, np.float32).reshape(-1, 4)
-    cols = [tf.constant(np.ascontiguousarray(a[:, i])) for i in range(4)]
-    area = tf.constant((a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1]))
-    return PreparedAnchors(tf.constant(a), *cols, area)
+    """:class:`PreparedAnchors` of float32 ``[N, 4]`` yxyx ``anchors`` (numpy or tensor).
+
+    Called eagerly (outside a graph), the columns are computed once and a graph that uses
+    them captures them as constants."""
+    boxes = tf.reshape(tf.cast(anchors, tf.float32), [-1, 4])
+    ymin, xmin, ymax, xmax = tf.unstack(boxes, axis=1)
+    return PreparedAnchors(boxes, ymin, xmin, ymax, xmax, (ymax - ymin) * (xmax - xmin))
 
 
 def _iou_per_box(anchors: PreparedAnchors, boxes) -> tf.Tensor:
