@@ -208,6 +208,7 @@ class EvalConfig:
     nms_iou: float = 0.5  # NMS IoU threshold
     max_detections: int = 100  # detections per image after NMS
     class_agnostic_nms: bool = False  # NMS across classes instead of per class
+    flip_test: bool = False  # average outputs over the image and its mirror (2x eval cost; not exported)
     steps: int | None = None                 # cap on val batches; null = whole split
 
 

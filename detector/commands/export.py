@@ -38,6 +38,7 @@ output exit 2.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
@@ -180,7 +181,9 @@ def export(model, cfg, output: Path, *, precision: str = "int8", postprocess: st
 
     _log("accuracy on the val split (same images, same evaluator):")
     val = make_dataset(cfg, "val", training=False)
-    results = {"keras": accuracy.evaluate(cfg, KerasRunner(model, cfg.eval), "keras float", val)}
+    # The exported graph is the plain forward pass: compare it with the same (no flip test).
+    keras_runner = KerasRunner(model, dataclasses.replace(cfg.eval, flip_test=False))
+    results = {"keras": accuracy.evaluate(cfg, keras_runner, "keras float", val)}
     results["tflite float"] = accuracy.evaluate(
         cfg, TFLiteRunner(TFLiteDetector(float_path, metadata={}), cfg, anchors), "tflite float", val)
     label = f"tflite {precision}"

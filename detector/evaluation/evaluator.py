@@ -83,6 +83,11 @@ class DetectionEvaluator:
                  jit_compile: bool = False):
         self.cfg, self.strategy, self.dataset = cfg, strategy, val_dataset
         self.anchors = tf.constant(anchors, tf.float32)
+        self.mirror = None
+        if cfg.eval.flip_test:
+            from detector.model.flip_test import mirror_permutation
+
+            self.mirror = tf.constant(mirror_permutation(anchors, cfg.data.image_size))
         self.progress = progress
         self.jit_compile = bool(jit_compile)
         # one record per detection slot of every val image (+ one padded batch)
@@ -99,9 +104,13 @@ class DetectionEvaluator:
 
     def _forward_decode(self, model, images):
         from detector.model import decode_detections
+        from detector.model.flip_test import flip_averaged_outputs
 
         outputs = model(images, training=False)
-        return outputs, decode_detections(outputs, self.anchors, self.cfg.eval, self.cfg.model.box_scale_factors)
+        decoded = outputs
+        if self.mirror is not None:   # eval.flip_test: the loss stays that of the plain pass
+            decoded = flip_averaged_outputs(model, images, self.mirror, outputs)
+        return outputs, decode_detections(decoded, self.anchors, self.cfg.eval, self.cfg.model.box_scale_factors)
 
     def _replica(self, model, images, targets, forward_decode):
         from detector.losses import count_positives, depth_of_class

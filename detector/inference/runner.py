@@ -39,7 +39,8 @@ class ModelRunner(Protocol):
 class KerasRunner:
     """:class:`ModelRunner` for a :class:`detector.model.Detector` (``model(images)`` +
     :func:`detector.model.decode_detections` with ``eval_cfg``: score threshold, top-k,
-    NMS IoU, max detections)."""
+    NMS IoU, max detections; ``eval_cfg.flip_test`` averages the outputs over the image and
+    its mirror, :mod:`detector.model.flip_test`)."""
 
     max_batch = None
 
@@ -54,8 +55,15 @@ class KerasRunner:
         self.eval_cfg = eval_cfg
         anchors = tf.constant(model.anchors(), tf.float32)
         factors = model.config_tree.model.box_scale_factors
-        self._forward = tf.function(lambda x: model(tf.cast(x, tf.float32), training=False),
-                                    reduce_retracing=True)
+        if eval_cfg.flip_test:
+            from detector.model.flip_test import flip_averaged_outputs, mirror_permutation
+
+            mirror = tf.constant(mirror_permutation(anchors.numpy(), self.image_size))
+            self._forward = tf.function(lambda x: flip_averaged_outputs(model, tf.cast(x, tf.float32), mirror),
+                                        reduce_retracing=True)
+        else:
+            self._forward = tf.function(lambda x: model(tf.cast(x, tf.float32), training=False),
+                                        reduce_retracing=True)
         self._decode = tf.function(lambda out: decode_detections(out, anchors, eval_cfg, factors,
                                                                  image_size=self.image_size),
                                    reduce_retracing=True)
