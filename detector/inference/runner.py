@@ -55,15 +55,16 @@ class KerasRunner:
         self.eval_cfg = eval_cfg
         anchors = tf.constant(model.anchors(), tf.float32)
         factors = model.config_tree.model.box_scale_factors
-        if eval_cfg.flip_test:
-            from detector.model.flip_test import flip_averaged_outputs, mirror_permutation
+        from detector.model.flip_test import flip_averaged_outputs, mirror_permutation
 
-            mirror = tf.constant(mirror_permutation(anchors.numpy(), self.image_size))
-            self._forward = tf.function(lambda x: flip_averaged_outputs(model, tf.cast(x, tf.float32), mirror),
-                                        reduce_retracing=True)
-        else:
-            self._forward = tf.function(lambda x: model(tf.cast(x, tf.float32), training=False),
-                                        reduce_retracing=True)
+        mirror = (tf.constant(mirror_permutation(anchors.numpy(), self.image_size))
+                  if eval_cfg.flip_test else None)
+
+        def forward(x):
+            x = tf.cast(x, tf.float32)
+            return model(x, training=False) if mirror is None else flip_averaged_outputs(model, x, mirror)
+
+        self._forward = tf.function(forward, reduce_retracing=True)
         self._decode = tf.function(lambda out: decode_detections(out, anchors, eval_cfg, factors,
                                                                  image_size=self.image_size),
                                    reduce_retracing=True)
