@@ -209,7 +209,16 @@ class EvalConfig:
     max_detections: int = 100  # detections per image after NMS
     class_agnostic_nms: bool = False  # NMS across classes instead of per class
     flip_test: bool = False  # average outputs over the image and its mirror (2x eval cost; not exported)
+    # the model also runs on the input resized to round(S * f) for each factor f; the candidates of all
+    # passes go through one NMS (detector/model/tta.py).  Cost ~ sum of f**2 forward passes; not exported.
+    test_scales: tuple[float, ...] = (1.0,)  # test-time input scales f (side round(S*f), a multiple of 2**max_level)
+    box_voting_iou: float | None = None  # after NMS: box = score-weighted mean of candidates at IoU >= this; null off
     steps: int | None = None                 # cap on val batches; null = whole split
+
+    def single_pass(self) -> EvalConfig:
+        """These settings without test-time augmentation (flip test, extra scales, box voting):
+        what an exported model computes."""
+        return dataclasses.replace(self, flip_test=False, test_scales=(1.0,), box_voting_iou=None)
 
 
 @dataclass(frozen=True)
@@ -451,6 +460,13 @@ def _check(cfg: Config) -> None:
     need(e.max_detections > 0, "eval.max_detections", "must be positive")
     need(e.pre_nms_top_k >= e.max_detections, "eval.pre_nms_top_k", "must be >= eval.max_detections")
     need(e.steps is None or e.steps > 0, "eval.steps", "must be positive or null")
+    need(len(e.test_scales) > 0 and all(f > 0 for f in e.test_scales), "eval.test_scales",
+         f"must be a non-empty list of positive factors, got {list(e.test_scales)}")
+    for f in e.test_scales:
+        side = round(d.image_size * f)
+        need(side >= stride and side % stride == 0, "eval.test_scales",
+             f"factor {f} gives an input side of {side} px; it must be a multiple of 2**model.max_level = {stride}")
+    need(e.box_voting_iou is None or 0 < e.box_voting_iou <= 1, "eval.box_voting_iou", "must be in (0, 1] or null")
     p = cfg.callbacks.profiling
     need(0 < p.start_step < p.stop_step, "callbacks.profiling.stop_step",
          "need 0 < start_step < stop_step (step 0 compiles; profile later steps)")

@@ -191,7 +191,6 @@ def evaluate_model_mode(cfg, checkpoint: str, as_json: bool = False, per_class: 
     from detector.evaluation import STAT_NAMES, format_table
     from detector.evaluation.evaluator import DetectionEvaluator
     from detector.inference.loading import load_checkpoint
-    from detector.targets.anchors import anchors_for_config
 
     model, cfg, path, run_dir = load_checkpoint(cfg, checkpoint)
     if cfg.eval.steps is not None:
@@ -210,7 +209,7 @@ def evaluate_model_mode(cfg, checkpoint: str, as_json: bool = False, per_class: 
     import tensorflow as tf
 
     evaluator = DetectionEvaluator(cfg, tf.distribute.get_strategy(), make_dataset(cfg, "val", training=False),
-                                   anchors_for_config(cfg), info.num_val)
+                                   info.num_val)
     results: list = []
     t0 = time.perf_counter()
     from detector.visualize.evaldata import EvalCollector

@@ -38,7 +38,6 @@ output exit 2.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import os
 import sys
@@ -181,8 +180,9 @@ def export(model, cfg, output: Path, *, precision: str = "int8", postprocess: st
 
     _log("accuracy on the val split (same images, same evaluator):")
     val = make_dataset(cfg, "val", training=False)
-    # The exported graph is the plain forward pass: compare it with the same (no flip test).
-    keras_runner = KerasRunner(model, dataclasses.replace(cfg.eval, flip_test=False))
+    # The exported graph is the plain forward pass: compare it with the same (no flip test,
+    # extra test scales or box voting).
+    keras_runner = KerasRunner(model, cfg.eval.single_pass())
     results = {"keras": accuracy.evaluate(cfg, keras_runner, "keras float", val)}
     results["tflite float"] = accuracy.evaluate(
         cfg, TFLiteRunner(TFLiteDetector(float_path, metadata={}), cfg, anchors), "tflite float", val)

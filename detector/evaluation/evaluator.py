@@ -73,21 +73,18 @@ class DetectionEvaluator:
       strategy: the training strategy (the model's variables live under it).
       val_dataset: finite dataset of pipeline dicts (``images``, ``targets``, ``gt``)
         with global batch ``eval.batch_size``, a multiple of the replica count.
-      anchors: float32 ``[N, 4]`` yxyx anchors of the model outputs.
       num_val: number of val images (sizes the metric's detection store).
       jit_compile: compile the forward pass + decode with XLA.
+
+    The detections are the model's under ``cfg.eval`` (NMS, box voting and the test-time
+    augmentation of :mod:`detector.model.tta`); the loss is that of the plain forward pass.
     """
 
     def __init__(self, cfg: Config, strategy: tf.distribute.Strategy, val_dataset: tf.data.Dataset,
-                 anchors: np.ndarray, num_val: int | None = None, progress: bool = True,
+                 num_val: int | None = None, progress: bool = True,
                  jit_compile: bool = False):
         self.cfg, self.strategy, self.dataset = cfg, strategy, val_dataset
-        self.anchors = tf.constant(anchors, tf.float32)
-        self.mirror = None
-        if cfg.eval.flip_test:
-            from detector.model.flip_test import mirror_permutation
-
-            self.mirror = tf.constant(mirror_permutation(anchors, cfg.data.image_size))
+        self._tta = None
         self.progress = progress
         self.jit_compile = bool(jit_compile)
         # one record per detection slot of every val image (+ one padded batch)
@@ -103,14 +100,10 @@ class DetectionEvaluator:
         return self._metric
 
     def _forward_decode(self, model, images):
-        from detector.model import decode_detections
-        from detector.model.flip_test import flip_averaged_outputs
-
         outputs = model(images, training=False)
-        decoded = outputs
-        if self.mirror is not None:   # eval.flip_test: the loss stays that of the plain pass
-            decoded = flip_averaged_outputs(model, images, self.mirror, outputs)
-        return outputs, decode_detections(decoded, self.anchors, self.cfg.eval, self.cfg.model.box_scale_factors)
+        # test-time augmentation (eval.flip_test, eval.test_scales) changes the detections;
+        # the loss stays that of the plain pass
+        return outputs, self._tta.decode(self._tta.outputs(images, plain=outputs))
 
     def _replica(self, model, images, targets, forward_decode):
         from detector.losses import count_positives, depth_of_class
@@ -127,6 +120,11 @@ class DetectionEvaluator:
                 loss, depth_sum, tf.reduce_sum(mask))
 
     def _make_step(self, model):
+        from detector.model.tta import TestTimeAugmentation
+
+        with self.strategy.scope():   # twins for extra test scales hold variables
+            self._tta = TestTimeAugmentation(model, self.cfg.eval)
+
         def forward_decode(images):
             return self._forward_decode(model, images)
 
@@ -170,6 +168,7 @@ class DetectionEvaluator:
 
         if self._step is None:
             self._step = self._make_step(model)
+        self._tta.sync()   # the twins of eval.test_scales take the weights being evaluated
         if self._metric is None:  # outside any strategy scope: the records live on the host
             self._metric = MeanAveragePrecision(self.cfg.num_classes,
                                                 max_detections_per_image=self.cfg.eval.max_detections,

@@ -185,7 +185,8 @@ class TFLiteRunner:
 
             anchors_t = tf.constant(anchors, tf.float32)
             factors = tuple(cfg.model.box_scale_factors)
-            self._decode = tf.function(lambda raw: decode_detections(raw, anchors_t, cfg.eval, factors),
+            eval_cfg = cfg.eval.single_pass()   # what the exported graph computes (no box voting)
+            self._decode = tf.function(lambda raw: decode_detections(raw, anchors_t, eval_cfg, factors),
                                        reduce_retracing=True)
 
     def __call__(self, images: np.ndarray) -> dict[str, np.ndarray]:

@@ -39,35 +39,24 @@ class ModelRunner(Protocol):
 class KerasRunner:
     """:class:`ModelRunner` for a :class:`detector.model.Detector` (``model(images)`` +
     :func:`detector.model.decode_detections` with ``eval_cfg``: score threshold, top-k,
-    NMS IoU, max detections; ``eval_cfg.flip_test`` averages the outputs over the image and
-    its mirror, :mod:`detector.model.flip_test`)."""
+    NMS IoU, max detections, box voting; ``eval_cfg.flip_test`` and ``eval_cfg.test_scales``
+    add test-time augmentation, :mod:`detector.model.tta`).  ``timings``: seconds of the
+    last call's forward passes (``inference``) and decode + NMS (``postprocess``)."""
 
     max_batch = None
 
     def __init__(self, model, eval_cfg):
         import tensorflow as tf
 
-        from detector.model import decode_detections
+        from detector.model.tta import TestTimeAugmentation
 
         self.model = model
         self.image_size = int(model.image_size)
         self.class_names = tuple(model.class_names)
         self.eval_cfg = eval_cfg
-        anchors = tf.constant(model.anchors(), tf.float32)
-        factors = model.config_tree.model.box_scale_factors
-        from detector.model.flip_test import flip_averaged_outputs, mirror_permutation
-
-        mirror = (tf.constant(mirror_permutation(anchors.numpy(), self.image_size))
-                  if eval_cfg.flip_test else None)
-
-        def forward(x):
-            x = tf.cast(x, tf.float32)
-            return model(x, training=False) if mirror is None else flip_averaged_outputs(model, x, mirror)
-
-        self._forward = tf.function(forward, reduce_retracing=True)
-        self._decode = tf.function(lambda out: decode_detections(out, anchors, eval_cfg, factors,
-                                                                 image_size=self.image_size),
-                                   reduce_retracing=True)
+        self.tta = TestTimeAugmentation(model, eval_cfg)
+        self._forward = tf.function(lambda x: self.tta.outputs(tf.cast(x, tf.float32)), reduce_retracing=True)
+        self._decode = tf.function(self.tta.decode, reduce_retracing=True)
         self.timings = {"inference": 0.0, "postprocess": 0.0}
 
     def __call__(self, images) -> dict[str, np.ndarray]:
@@ -77,7 +66,7 @@ class KerasRunner:
                              f"got {list(images.shape)}")
         t0 = time.perf_counter()
         out = self._forward(images)
-        out = {k: v.numpy() for k, v in out.items()}           # waits for the forward pass
+        out = [{k: v.numpy() for k, v in o.items()} for o in out]   # waits for the forward pass
         t1 = time.perf_counter()
         dets = {k: v.numpy() for k, v in self._decode(out).items()}
         self.timings = {"inference": t1 - t0, "postprocess": time.perf_counter() - t1}

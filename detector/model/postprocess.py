@@ -16,7 +16,13 @@ Steps per image (batched, no Python loops over data):
 4. Keep the best ``D = eval.max_detections``; the selected indices gather box,
    score, class and the anchor's depth (``exp`` of the predicted log-depth; of the
    detection's class when the model predicts one per class), so depth travels with its
-   box.  Padding rows: boxes 0, scores 0, classes -1, depth 0.
+   box.  With ``eval.box_voting_iou`` each kept box is then replaced by the
+   score-weighted mean of the candidates of its class that overlap it at least that much
+   (:func:`select_detections`).  Padding rows: boxes 0, scores 0, classes -1, depth 0.
+
+Steps 1-2 are :func:`top_candidates`, steps 3-4 :func:`select_detections`; test-time
+augmentation over several input scales (:mod:`detector.model.tta`) merges the candidates
+of its passes (:func:`merge_candidates`) between the two.
 
 ``tf.image.non_max_suppression_padded`` is used rather than
 ``combined_non_max_suppression`` because it returns indices (depth must follow the
@@ -56,7 +62,8 @@ def decode_detections(outputs, anchors, eval_cfg, scale_factors, image_size=None
         ``[B, N, C]`` one per class (the detection's class is read).
       anchors: float32 ``[N, 4]`` yxyx network-input pixels.
       eval_cfg: :class:`~detector.config.EvalConfig` (``score_threshold``,
-        ``pre_nms_top_k``, ``nms_iou``, ``max_detections``, ``class_agnostic_nms``).
+        ``pre_nms_top_k``, ``nms_iou``, ``max_detections``, ``class_agnostic_nms``,
+        ``box_voting_iou``).
       scale_factors: box-code scale factors ``(sy, sx, sh, sw)``.
       image_size: square input side for clipping; default inferred from the anchors.
 
@@ -67,12 +74,20 @@ def decode_detections(outputs, anchors, eval_cfg, scale_factors, image_size=None
       ``[B, D]`` metres (0 pad), ``num_detections`` int32 ``[B]``.
     """
     size = float(image_size) if image_size is not None else infer_image_size(anchors)
+    return select_detections(top_candidates(outputs, anchors, eval_cfg, scale_factors, size), eval_cfg, size)
+
+
+def top_candidates(outputs, anchors, eval_cfg, scale_factors, image_size: float) -> dict[str, tf.Tensor]:
+    """Steps 1-2: the ``K = min(eval.pre_nms_top_k, N * C)`` best (anchor, class) pairs, decoded.
+
+    Returns ``boxes`` float32 ``[B, K, 4]`` yxyx clipped to ``[0, image_size]``, ``scores``
+    ``[B, K]`` (descending), ``classes`` int32 ``[B, K]``, ``depth`` ``[B, K]`` metres.
+    """
     logits = tf.convert_to_tensor(outputs["cls_logits"], tf.float32)
     codes = tf.convert_to_tensor(outputs["box"], tf.float32)
     log_depth = tf.convert_to_tensor(outputs["depth"], tf.float32)
     anchors = tf.convert_to_tensor(anchors, tf.float32)
     num_anchors, num_classes = logits.shape[1], logits.shape[2]
-    max_det = int(eval_cfg.max_detections)
 
     # 1. top-k over anchors x classes
     flat_scores = tf.reshape(tf.sigmoid(logits), [-1, num_anchors * num_classes])
@@ -84,12 +99,47 @@ def decode_detections(outputs, anchors, eval_cfg, scale_factors, image_size=None
     # 2. decode + clip
     cand_codes = tf.gather(codes, anchor_idx, batch_dims=1)                      # [B, K, 4]
     cand_boxes = box_coder.decode(cand_codes, tf.gather(anchors, anchor_idx), scale_factors)
-    cand_boxes = tf.clip_by_value(cand_boxes, 0.0, size)
+    cand_boxes = tf.clip_by_value(cand_boxes, 0.0, float(image_size))
     if log_depth.shape.rank == 3:   # [B, N, C], one per class: flat_idx = anchor * C + class
         cand_log_depth = tf.gather(tf.reshape(log_depth, [-1, num_anchors * num_classes]), flat_idx, batch_dims=1)
     else:
         cand_log_depth = tf.gather(log_depth, anchor_idx, batch_dims=1)
-    cand_depth = tf.exp(tf.clip_by_value(cand_log_depth, *_LOG_DEPTH_RANGE))
+    return {"boxes": cand_boxes, "scores": scores, "classes": tf.cast(classes, tf.int32),
+            "depth": tf.exp(tf.clip_by_value(cand_log_depth, *_LOG_DEPTH_RANGE))}
+
+
+def merge_candidates(candidates: list[dict]) -> dict[str, tf.Tensor]:
+    """Candidates of several passes (boxes in the same pixel frame) as one set, by descending score."""
+    if len(candidates) == 1:
+        return candidates[0]
+    merged = {k: tf.concat([c[k] for c in candidates], axis=1) for k in candidates[0]}
+    _, order = tf.math.top_k(merged["scores"], k=merged["scores"].shape[1], sorted=True)
+    return {k: tf.gather(v, order, batch_dims=1) for k, v in merged.items()}
+
+
+def _pairwise_iou(a, b):
+    """IoU of yxyx boxes ``a`` ``[B, D, 4]`` with ``b`` ``[B, K, 4]`` -> ``[B, D, K]``."""
+    a, b = a[:, :, None, :], b[:, None, :, :]
+    h = tf.maximum(tf.minimum(a[..., 2], b[..., 2]) - tf.maximum(a[..., 0], b[..., 0]), 0.0)
+    w = tf.maximum(tf.minimum(a[..., 3], b[..., 3]) - tf.maximum(a[..., 1], b[..., 1]), 0.0)
+    inter = h * w
+    area = lambda x: (x[..., 2] - x[..., 0]) * (x[..., 3] - x[..., 1])  # noqa: E731
+    return inter / tf.maximum(area(a) + area(b) - inter, 1e-9)
+
+
+def select_detections(cand: dict, eval_cfg, image_size: float) -> dict[str, tf.Tensor]:
+    """Steps 3-4 on candidates sorted by descending score (:func:`top_candidates`,
+    :func:`merge_candidates`): NMS, optional box voting, the best ``D``, padding.
+
+    Box voting (``eval.box_voting_iou``, as Detectron's ``BBOX_VOTE``): each kept box
+    becomes the score-weighted mean of the candidates of its class (itself included)
+    whose IoU with it is at least the threshold and whose score passes
+    ``eval.score_threshold``; scores, classes and depth stay those of the kept box.
+    """
+    size = float(image_size)
+    cand_boxes, scores, classes = cand["boxes"], cand["scores"], cand["classes"]
+    max_det = int(eval_cfg.max_detections)
+    k = int(scores.shape[1])
 
     # 3. NMS (per class through coordinate offsets)
     nms_boxes = cand_boxes
@@ -101,9 +151,8 @@ def decode_detections(outputs, anchors, eval_cfg, scale_factors, image_size=None
         score_threshold=float(eval_cfg.score_threshold), pad_to_max_output_size=True, sorted_input=True)
     valid = tf.range(max_out)[None, :] < num[:, None]                            # [B, max_out]
 
-    # 4. gather + pad
-    def take(values, pad):
-        got = tf.gather(values, keep, batch_dims=1)
+    # 4. gather (+ box voting) + pad
+    def padded(got, pad):
         mask = valid if got.shape.rank == 2 else valid[..., None]
         got = tf.where(mask, got, tf.cast(pad, got.dtype))
         if max_out < max_det:
@@ -111,10 +160,23 @@ def decode_detections(outputs, anchors, eval_cfg, scale_factors, image_size=None
             got = tf.pad(got, extra, constant_values=tf.cast(pad, got.dtype))
         return got
 
+    def take(values, pad):
+        return padded(tf.gather(values, keep, batch_dims=1), pad)
+
+    boxes = tf.gather(cand_boxes, keep, batch_dims=1)                            # [B, max_out, 4]
+    if eval_cfg.box_voting_iou is not None:
+        kept_classes = tf.gather(classes, keep, batch_dims=1)
+        votes = ((_pairwise_iou(boxes, cand_boxes) >= float(eval_cfg.box_voting_iou))
+                 & (kept_classes[:, :, None] == classes[:, None, :])
+                 & (scores[:, None, :] >= float(eval_cfg.score_threshold)))
+        weights = tf.where(votes, scores[:, None, :], 0.0)                       # [B, max_out, K]
+        total = tf.reduce_sum(weights, axis=-1, keepdims=True)
+        voted = tf.einsum("bdk,bkc->bdc", weights, cand_boxes) / tf.maximum(total, 1e-12)
+        boxes = tf.where(total > 0.0, voted, boxes)
     return {
-        "boxes": take(cand_boxes, 0.0),
+        "boxes": padded(boxes, 0.0),
         "scores": take(scores, 0.0),
-        "classes": take(tf.cast(classes, tf.int32), -1),
-        "depth": take(cand_depth, 0.0),
+        "classes": take(classes, -1),
+        "depth": take(cand["depth"], 0.0),
         "num_detections": tf.cast(num, tf.int32),
     }

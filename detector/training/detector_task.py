@@ -37,7 +37,6 @@ import tensorflow as tf
 from detector.callbacks import CosineAnnealing, GradientMonitor, ProfilingCallback, ScalarLogger
 from detector.config import Config, ConfigError, TrainConfig, save_config
 from detector.evaluation.evaluator import EXTRA_STATS, STAT_NAMES, DetectionEvaluator
-from detector.targets.anchors import anchors_for_config
 from detector.training.ema import averaged, warm_up_average
 from detector.training.engine import EarlyStopping, FitResult, Trainer
 from detector.training.results import find_resume_dir, new_run_dir
@@ -282,7 +281,7 @@ def train(cfg: Config, run_dir: str | Path | None = None, resume: bool = False,
     if chief and progress:
         print(f"run directory: {path}", file=sys.stderr, flush=True)
     evaluator = DetectionEvaluator(cfg, strategy, make_dataset(cfg, "val", training=False),
-                                   anchors_for_config(cfg), info.num_val, progress=progress and chief,
+                                   info.num_val, progress=progress and chief,
                                    jit_compile=cfg.train.jit_compile)
     plots = RunPlots(cfg, evaluator, path, chief=chief, progress=progress)   # plots at each evaluation
     es = cfg.train.early_stopping

@@ -72,6 +72,8 @@ class RunPlots:
 
         if self._runner is None or self._runner.model is not model:
             self._runner = KerasRunner(model, self.cfg.eval)
+        else:
+            self._runner.tta.sync()   # twins of eval.test_scales: the weights of this evaluation
         return self._runner
 
     def _tensorboard(self, model, collector) -> None:

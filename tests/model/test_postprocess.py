@@ -8,7 +8,7 @@ import tensorflow as tf
 
 from detector.config import EvalConfig
 from detector.model import decode_detections
-from detector.model.postprocess import infer_image_size
+from detector.model.postprocess import infer_image_size, merge_candidates, select_detections, top_candidates
 from detector.targets.anchors import generate_anchors
 
 SIZE = 64
@@ -47,6 +47,12 @@ def _np_greedy_nms(boxes, scores, iou_thr):
     return keep
 
 
+def _np_vote(kept_box, boxes, scores, vote_iou):
+    """Box voting: the score-weighted mean of the candidates overlapping the kept box."""
+    w = np.where(_np_iou(kept_box, boxes) >= vote_iou, scores, 0.0)
+    return (w[:, None] * boxes).sum(0) / w.sum()
+
+
 def _np_reference(outputs, cfg):
     res = {"boxes": [], "scores": [], "classes": [], "depth": [], "num_detections": []}
     d = cfg.max_detections
@@ -66,7 +72,11 @@ def _np_reference(outputs, cfg):
             kept = sorted(kept, key=lambda i: -score[i])
         kept = kept[:d]
         n, pad = len(kept), d - len(kept)
-        res["boxes"].append(np.concatenate([boxes[kept], np.zeros((pad, 4))]))
+        kept_boxes = boxes[kept]
+        if cfg.box_voting_iou is not None:   # candidates of the kept box's class
+            kept_boxes = np.array([_np_vote(boxes[i], boxes[cls == cls[i]], score[cls == cls[i]], cfg.box_voting_iou)
+                                   for i in kept]).reshape(-1, 4)
+        res["boxes"].append(np.concatenate([kept_boxes, np.zeros((pad, 4))]))
         res["scores"].append(np.concatenate([score[kept], np.zeros(pad)]))
         res["classes"].append(np.concatenate([cls[kept], -np.ones(pad, int)]))
         depth = outputs["depth"][b]
@@ -134,3 +144,42 @@ def test_image_size_inferred_from_anchors():
     assert infer_image_size(ANCHORS) == SIZE
     assert infer_image_size(tf.constant(ANCHORS)) == SIZE
     assert infer_image_size(generate_anchors(256, 3, 7, 3, (0.5, 1.0, 2.0), 4.0)) == 256
+
+
+@pytest.mark.parametrize("seed,agnostic,vote_iou", [(6, False, 0.7), (7, True, 0.5)])
+def test_box_voting_matches_numpy_reference(seed, agnostic, vote_iou):
+    cfg = EvalConfig(score_threshold=0.05, pre_nms_top_k=300, nms_iou=0.5, max_detections=40,
+                     class_agnostic_nms=agnostic, box_voting_iou=vote_iou)
+    outputs = _outputs(seed)
+    got = {k: v.numpy() for k, v in decode_detections(outputs, ANCHORS, cfg, SCALES).items()}
+    ref = _np_reference(outputs, cfg)
+    np.testing.assert_array_equal(got["num_detections"], ref["num_detections"])
+    np.testing.assert_array_equal(got["classes"], ref["classes"])
+    np.testing.assert_allclose(got["scores"], ref["scores"], rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(got["boxes"], ref["boxes"], rtol=1e-4, atol=1e-3)
+    # voting moved boxes (the comparison is not the plain NMS one)
+    plain = decode_detections(outputs, ANCHORS, dataclasses.replace(cfg, box_voting_iou=None), SCALES)
+    assert np.abs(plain["boxes"].numpy() - got["boxes"]).max() > 0.5
+
+
+def test_merged_candidates_are_one_decode_over_the_joined_anchors():
+    """Candidates of two passes (every (anchor, class) pair kept: pre_nms_top_k >= N x C), the
+    second at twice the input side and its boxes halved into the first's frame, give the
+    detections of one decode over both passes' outputs with the second pass's anchors halved
+    (box codes are relative to their anchor)."""
+    big = generate_anchors(2 * SIZE, 3, 4, 2, (0.5, 1.0, 2.0), 4.0)
+    cfg = EvalConfig(score_threshold=0.05, pre_nms_top_k=10_000, nms_iou=0.5, max_detections=60, box_voting_iou=0.6)
+    a, b = _outputs(8, b=2), _outputs(9, b=2)
+    b = {k: np.concatenate([v, v[:, :len(big) - len(ANCHORS)]], axis=1) for k, v in b.items()}   # N of big
+    cand_a = top_candidates(a, ANCHORS, cfg, SCALES, SIZE)
+    cand_b = top_candidates(b, big, cfg, SCALES, 2 * SIZE)
+    cand_b = {**cand_b, "boxes": cand_b["boxes"] * 0.5}
+    got = {k: v.numpy() for k, v in select_detections(merge_candidates([cand_a, cand_b]), cfg, SIZE).items()}
+    joined = {k: np.concatenate([a[k], b[k]], axis=1) for k in a}
+    want = {k: v.numpy() for k, v in decode_detections(joined, np.concatenate([ANCHORS, big * 0.5]), cfg, SCALES,
+                                                         image_size=SIZE).items()}
+    np.testing.assert_array_equal(got["num_detections"], want["num_detections"])
+    np.testing.assert_array_equal(got["classes"], want["classes"])
+    np.testing.assert_allclose(got["scores"], want["scores"], rtol=1e-6)
+    np.testing.assert_allclose(got["boxes"], want["boxes"], rtol=1e-5, atol=1e-4)
+    assert (got["num_detections"] > 20).all()

@@ -13,7 +13,6 @@ from detector.config import load_config
 from detector.data import make_dataset
 from detector.evaluation.evaluator import DetectionEvaluator
 from detector.model import build_detector
-from detector.targets.anchors import anchors_for_config
 from detector.training.detector_task import build_optimizer
 from detector.training.engine import Trainer
 from detector.training.step import TrainStep
@@ -83,7 +82,7 @@ def test_jit_compiled_train_and_eval_steps_match_the_plain_steps(tmp_path):
         step = TrainStep(strategy, model, opt, clip_norm=cfg.train.clip_norm, jit_compile=jit, **_loss(model))
         out = step(next(iter(strategy.experimental_distribute_dataset(tf.data.Dataset.from_tensors(batch)))))
         evaluator = DetectionEvaluator(cfg, strategy, make_dataset(cfg, "val", training=False),
-                                       anchors_for_config(cfg), num_val=16, progress=False, jit_compile=jit)
+                                       num_val=16, progress=False, jit_compile=jit)
         dets = []
         stats = evaluator(model, sink=lambda gt, d, dets=dets: dets.append(d))
         if jit:   # the XLA functions were really traced (and so compiled) once
@@ -168,7 +167,7 @@ def test_evaluator_two_replicas_equal_one_device(tmp_path, two_replica_strategy)
             model = build_detector(cfg)
             model.set_weights(init)
         evaluator = DetectionEvaluator(cfg, strategy, make_dataset(cfg, "val", training=False),
-                                       anchors_for_config(cfg), num_val=10, progress=False)
+                                       num_val=10, progress=False)
         seen, dets = [], []
 
         def sink(gt, d, seen=seen, dets=dets):

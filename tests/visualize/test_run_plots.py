@@ -46,7 +46,6 @@ def test_per_class_table_equals_the_evaluator(run):
 
     from detector.data import dataset_info, make_dataset
     from detector.evaluation.evaluator import DetectionEvaluator
-    from detector.targets.anchors import anchors_for_config
     from detector.visualize.evaldata import EvalCollector
     from detector.visualize.per_class import per_class_table
 
@@ -54,7 +53,7 @@ def test_per_class_table_equals_the_evaluator(run):
     model = keras.saving.load_model(path / "model.keras")
     info = dataset_info(cfg)
     evaluator = DetectionEvaluator(cfg, tf.distribute.get_strategy(), make_dataset(cfg, "val", training=False),
-                                   anchors_for_config(cfg), info.num_val, progress=False)
+                                   info.num_val, progress=False)
     collector = EvalCollector()
     stats = evaluator(model, sink=collector)
     rows = per_class_table(collector.data(cfg.data.classes))
