@@ -113,7 +113,7 @@ def test_evaluator_detections_follow_the_weights_with_twins(smoke, two_replica_s
     saved = model.get_weights()
     for step in range(2):
         seen = []
-        evaluator(model, sink=lambda gt, dets: seen.append(dets))
+        evaluator(model, sink=lambda gt, dets, seen=seen: seen.append(dets))
         want = KerasRunner(model, cfg.eval)(images)
         assert (want["scores"] > 0).any()
         np.testing.assert_allclose(seen[0]["scores"], want["scores"], atol=1e-5, err_msg=f"evaluation {step}")
