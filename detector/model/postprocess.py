@@ -35,6 +35,7 @@ import numpy as np
 import tensorflow as tf
 
 from detector.targets import box_coder
+from detector.targets.assign import iou
 
 # Predicted log-depth is clamped before exp so that an untrained head cannot emit inf.
 _LOG_DEPTH_RANGE = (-10.0, 10.0)
@@ -117,16 +118,6 @@ def merge_candidates(candidates: list[dict]) -> dict[str, tf.Tensor]:
     return {k: tf.gather(v, order, batch_dims=1) for k, v in merged.items()}
 
 
-def _pairwise_iou(a, b):
-    """IoU of yxyx boxes ``a`` ``[B, D, 4]`` with ``b`` ``[B, K, 4]`` -> ``[B, D, K]``."""
-    a, b = a[:, :, None, :], b[:, None, :, :]
-    h = tf.maximum(tf.minimum(a[..., 2], b[..., 2]) - tf.maximum(a[..., 0], b[..., 0]), 0.0)
-    w = tf.maximum(tf.minimum(a[..., 3], b[..., 3]) - tf.maximum(a[..., 1], b[..., 1]), 0.0)
-    inter = h * w
-    area = lambda x: (x[..., 2] - x[..., 0]) * (x[..., 3] - x[..., 1])  # noqa: E731
-    return inter / tf.maximum(area(a) + area(b) - inter, 1e-9)
-
-
 def select_detections(cand: dict, eval_cfg, image_size: float) -> dict[str, tf.Tensor]:
     """Steps 3-4 on candidates sorted by descending score (:func:`top_candidates`,
     :func:`merge_candidates`): NMS, optional box voting, the best ``D``, padding.
@@ -166,7 +157,7 @@ def select_detections(cand: dict, eval_cfg, image_size: float) -> dict[str, tf.T
     boxes = tf.gather(cand_boxes, keep, batch_dims=1)                            # [B, max_out, 4]
     if eval_cfg.box_voting_iou is not None:
         kept_classes = tf.gather(classes, keep, batch_dims=1)
-        votes = ((_pairwise_iou(boxes, cand_boxes) >= float(eval_cfg.box_voting_iou))
+        votes = ((iou(boxes, cand_boxes) >= float(eval_cfg.box_voting_iou))
                  & (kept_classes[:, :, None] == classes[:, None, :])
                  & (scores[:, None, :] >= float(eval_cfg.score_threshold)))
         weights = tf.where(votes, scores[:, None, :], 0.0)                       # [B, max_out, K]
