@@ -65,6 +65,7 @@ class AugmentConfig:
     rescale_depth: bool = True                 # depth /= zoom factor (pinhole-consistent)
     mosaic: float = 0.0  # probability that a training image becomes a mosaic of 4 of its batch (not with backend none)
     mosaic_window: tuple[float, float] = (1.0, 2.0)  # mosaic: side of the window cut from the 2x2 tiling / image_size
+    mosaic_off_last: float = 0.0  # last share of the (time-fitted) schedule trained without the mosaic
 
 
 @dataclass(frozen=True)
@@ -383,6 +384,7 @@ def _check(cfg: Config) -> None:
     need(0 <= d.augment.mosaic <= 1, "data.augment.mosaic", "must be in [0, 1]")
     need(1 <= d.augment.mosaic_window[0] <= d.augment.mosaic_window[1] <= 2, "data.augment.mosaic_window",
          "must be [lo, hi] with 1 <= lo <= hi <= 2")
+    need(0 <= d.augment.mosaic_off_last < 1, "data.augment.mosaic_off_last", "must be in [0, 1)")
     need(d.shuffle_buffer >= 0, "data.shuffle_buffer", "must be >= 0")
     need(d.repeat_factor_threshold >= 0, "data.repeat_factor_threshold", "must be >= 0 (0 = off)")
     need(d.repeat_factor_threshold == 0 or d.source != "tfds", "data.repeat_factor_threshold",

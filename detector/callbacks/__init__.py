@@ -7,7 +7,8 @@ the checkpoints for an exact ``--resume``.
 
 from detector.callbacks.cosine import CosineAnnealing, cosine_rate
 from detector.callbacks.gradients import GradientMonitor
+from detector.callbacks.mosaic import MosaicSwitch
 from detector.callbacks.profiling import ProfilingCallback
 from detector.callbacks.tensorboard import ScalarLogger
 
-__all__ = ["CosineAnnealing", "cosine_rate", "GradientMonitor", "ProfilingCallback", "ScalarLogger"]
+__all__ = ["CosineAnnealing", "cosine_rate", "GradientMonitor", "MosaicSwitch", "ProfilingCallback", "ScalarLogger"]

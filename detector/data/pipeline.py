@@ -42,8 +42,8 @@ batch completed with ``valid=False`` padding images (targets all ignore, no boxe
 Per image: ONE ``tf.numpy_function`` (decode + albumentations + letterbox, see
 :mod:`detector.data.augment`) or the pure-TF path (:mod:`detector.data.augment_tf`,
 ``data.augment.backend: tf``/``none``), in training optionally mixed into mosaics by
-groups of one step's images (``data.augment.mosaic``, :mod:`detector.data.mosaic`),
-then targets from
+groups of one step's images (``data.augment.mosaic``, :mod:`detector.data.mosaic`;
+not in epochs from ``Epochs.mosaic_until`` on, read as each epoch starts), then targets from
 :func:`detector.targets.assign.assign_targets` in the graph.  Unreadable images are
 filtered out (warning + count in :class:`PipelineStats`); randomness is seeded per
 element from ``data.seed`` and the element's position, so with a seed the stream is
@@ -52,7 +52,7 @@ reproducible regardless of thread scheduling.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import tensorflow as tf
@@ -187,6 +187,9 @@ class Epochs:
     steps_per_epoch: int
     start: int = 0
     skip_steps: int = 0
+    # With data.augment.mosaic: the first epoch without the mosaic (int64 scalar variable,
+    # read when each epoch starts, so a callback can move it; see MosaicSwitch); None: all.
+    mosaic_until: tf.Variable | None = field(default=None, compare=False)
 
     def __post_init__(self):
         if self.steps_per_epoch < 1 or self.start < 0 or not 0 <= self.skip_steps < self.steps_per_epoch:
@@ -239,13 +242,13 @@ def _training_stream(cfg: Config, one_pass, fill, process, epochs: Epochs | None
     a = d.augment
     mix = None
     if a.mosaic > 0 and a.backend != "none":
-        def mix(e):
-            return mosaic_batch(e, a.mosaic, a.mosaic_window, a.min_visibility, a.rescale_depth)
+        def mix(e, on):
+            return mosaic_batch(e, a.mosaic * on, a.mosaic_window, a.min_visibility, a.rescale_depth)
     # data.seed null: a fresh seed per pipeline (not reproducible), used as a seed would be
     base = d.seed if d.seed is not None else int(tf.random.uniform([], 0, 2 ** 31 - 1, tf.int64))
     graph_seed = cfg.train.seed % (2 ** 31 - 1) + 1   # never 0: a 0 graph seed rejects tensor op seeds
 
-    def epoch_elements(seed, skip, take):
+    def epoch_elements(seed, skip, take, mosaic_on):
         # This function graph's seed only (the process-wide seed is untouched): the shuffles
         # are keyed by (train.seed, the epoch's data seed), whatever ran before.
         tf.random.set_seed(graph_seed)
@@ -257,18 +260,20 @@ def _training_stream(cfg: Config, one_pass, fill, process, epochs: Epochs | None
         ds = ds.repeat().enumerate().skip(skip)
         ds = process(ds, seed * 1_000_003).take(take)
         if mix is not None:   # groups of one step's images: an epoch is a whole number of them
-            ds = ds.batch(per_step, drop_remainder=True).map(mix).unbatch()
+            on = tf.cast(mosaic_on, tf.float32)
+            ds = ds.batch(per_step, drop_remainder=True).map(lambda e: mix(e, on)).unbatch()
         return ds
 
     if epochs is None:   # one endless epoch with data seed data.seed
-        starts = tf.data.Dataset.from_tensors(tf.constant([base, 0, -1], tf.int64))
+        starts = tf.data.Dataset.from_tensors(tf.constant([base, 0, -1, 1], tf.int64))
     else:
-        first = epochs.start
+        first, until = epochs.start, epochs.mosaic_until
         size, skip = epochs.steps_per_epoch * per_step, epochs.skip_steps * per_step
 
         def start(e):   # (data seed, records to skip, elements to take) of epoch e
             skipped = tf.cast(tf.equal(e, first), tf.int64) * skip
-            return tf.stack([epoch_seed(base, e), skipped, size - skipped])
+            on = tf.constant(1, tf.int64) if until is None else tf.cast(e < until.read_value(), tf.int64)
+            return tf.stack([epoch_seed(base, e), skipped, size - skipped, on])
 
         starts = tf.data.Dataset.range(first, 2 ** 62).map(start)
     # Read every image into the cache first, in one complete pass: tf.data keeps an in-memory
@@ -276,8 +281,8 @@ def _training_stream(cfg: Config, one_pass, fill, process, epochs: Epochs | None
     # stream without epochs completes its first pass by itself, if read that far.)
     if fill is not None and epochs is not None:
         nothing = fill.filter(lambda e: tf.constant(False))
-        starts = nothing.map(lambda _: tf.zeros([3], tf.int64)).concatenate(starts)
-    return starts.flat_map(lambda t: epoch_elements(t[0], t[1], t[2]))
+        starts = nothing.map(lambda _: tf.zeros([4], tf.int64)).concatenate(starts)
+    return starts.flat_map(lambda t: epoch_elements(t[0], t[1], t[2], t[3]))
 
 
 def make_dataset(cfg: Config, split: str, training: bool, stats: PipelineStats | None = None,

@@ -34,7 +34,7 @@ from pathlib import Path
 import keras
 import tensorflow as tf
 
-from detector.callbacks import CosineAnnealing, GradientMonitor, ProfilingCallback, ScalarLogger
+from detector.callbacks import CosineAnnealing, GradientMonitor, MosaicSwitch, ProfilingCallback, ScalarLogger
 from detector.config import Config, ConfigError, TrainConfig, save_config
 from detector.evaluation.evaluator import EXTRA_STATS, STAT_NAMES, DetectionEvaluator
 from detector.training.ema import averaged, warm_up_average
@@ -159,22 +159,24 @@ def build_optimizer(t: TrainConfig) -> keras.optimizers.Optimizer:
     return warm_up_average(opt)
 
 
-def train_dataset_fn(cfg: Config, stats=None) -> Callable[[int, int, int], tf.data.Dataset]:
+def train_dataset_fn(cfg: Config, stats=None,
+                     mosaic_until: tf.Variable | None = None) -> Callable[[int, int, int], tf.data.Dataset]:
     """``(start_epoch, skip, steps_per_epoch) -> dataset`` of global training batches
     ``{"images", "targets"}`` of every epoch from ``start_epoch`` on (the engine's
-    contract); ``stats`` (a PipelineStats) collects the skip/repair counts."""
+    contract); ``stats`` (a PipelineStats) collects the skip/repair counts;
+    ``mosaic_until``: the first epoch without the mosaic (see :func:`mosaic_switch`)."""
     from detector.data import make_dataset
     from detector.data.pipeline import Epochs
 
     def fn(start_epoch: int, skip: int, steps: int) -> tf.data.Dataset:
         return make_dataset(cfg, "train", training=True, stats=stats, with_gt=False,
-                            epochs=Epochs(steps, start_epoch, skip))
+                            epochs=Epochs(steps, start_epoch, skip, mosaic_until))
 
     return fn
 
 
-def sharded_train_dataset_fn(cfg: Config) -> Callable[[int, int, int, tf.distribute.InputContext],
-                                                       tf.data.Dataset]:
+def sharded_train_dataset_fn(cfg: Config, mosaic_until: tf.Variable | None = None
+                             ) -> Callable[[int, int, int, tf.distribute.InputContext], tf.data.Dataset]:
     """``(start_epoch, skip, steps_per_epoch, input_context) -> dataset`` of this worker's
     shard, per-replica batches, the same epochs."""
     from detector.data import make_dataset
@@ -182,7 +184,7 @@ def sharded_train_dataset_fn(cfg: Config) -> Callable[[int, int, int, tf.distrib
 
     def fn(start_epoch: int, skip: int, steps: int, ctx: tf.distribute.InputContext) -> tf.data.Dataset:
         return make_dataset(cfg, "train", training=True, with_gt=False, input_context=ctx,
-                            epochs=Epochs(steps, start_epoch, skip))
+                            epochs=Epochs(steps, start_epoch, skip, mosaic_until))
 
     return fn
 
@@ -208,16 +210,29 @@ def steps_per_epoch(cfg: Config, num_train: int | None) -> int:
     return max(1, num_train // cfg.train.batch_size)
 
 
-def build_callbacks(cfg: Config, run_dir: Path | None, steps: int,
-                    multi_worker: bool = False) -> list[keras.callbacks.Callback]:
+def mosaic_switch(cfg: Config) -> tf.Variable | None:
+    """The pipeline's "first epoch without the mosaic" variable when
+    ``data.augment.mosaic_off_last`` is set (and the mosaic is on), else None.  Create it
+    outside ``strategy.scope()``: it belongs to the input pipeline, on the host."""
+    a = cfg.data.augment
+    if a.mosaic > 0 and a.backend != "none" and a.mosaic_off_last > 0:
+        return tf.Variable(cfg.train.epochs, dtype=tf.int64, trainable=False, name="mosaic_until")
+    return None
+
+
+def build_callbacks(cfg: Config, run_dir: Path | None, steps: int, multi_worker: bool = False,
+                    mosaic_until: tf.Variable | None = None,
+                    progress: bool = True) -> list[keras.callbacks.Callback]:
     t, c = cfg.train, cfg.callbacks
     restart = t.restart_period_epochs * steps if t.restart_period_epochs else None
     # A per-process time decision would let workers' schedules diverge: single worker only.
     budget = (t.time_limit_minutes * 60 if t.time_limit_minutes and t.fit_schedule_to_time_limit
               and restart is None and not multi_worker else None)
-    callbacks: list[keras.callbacks.Callback] = [
-        CosineAnnealing(t.learning_rate, total_steps=t.epochs * steps, warmup_steps=t.warmup_steps,
-                        min_lr=t.min_learning_rate, restart_period=restart, time_budget_s=budget)]
+    schedule = CosineAnnealing(t.learning_rate, total_steps=t.epochs * steps, warmup_steps=t.warmup_steps,
+                               min_lr=t.min_learning_rate, restart_period=restart, time_budget_s=budget)
+    callbacks: list[keras.callbacks.Callback] = [schedule]
+    if mosaic_until is not None:   # after the schedule: it sees the epoch-end re-plan
+        callbacks.append(MosaicSwitch(mosaic_until, cfg.data.augment.mosaic_off_last, steps, schedule, progress))
     if run_dir is None:
         return callbacks
     tb = str(run_dir / "tb")
@@ -288,15 +303,18 @@ def train(cfg: Config, run_dir: str | Path | None = None, resume: bool = False,
     from detector.data import PipelineStats
 
     pipeline_stats = PipelineStats()
+    mosaic_until = mosaic_switch(cfg)
     trainer = DetectorTrainer(
         anchor_metrics=anchor_metrics, strategy=strategy, model=model, optimizer=optimizer,
         loss_fn=lambda batch, outputs, count: model.detection_loss(batch["targets"], outputs, count),
         forward_fn=lambda m, batch, training: m(batch["images"], training=training),
         count_fn=lambda batch: _count_positives(batch["targets"]),
-        train_dataset_fn=train_dataset_fn(cfg, pipeline_stats), sharded_dataset_fn=sharded_train_dataset_fn(cfg),
+        train_dataset_fn=train_dataset_fn(cfg, pipeline_stats, mosaic_until),
+        sharded_dataset_fn=sharded_train_dataset_fn(cfg, mosaic_until),
         steps_per_epoch=steps, epochs=cfg.train.epochs,
         global_batch_size=cfg.train.batch_size, eval_fn=plots, eval_every=cfg.eval.every_epochs,
-        callbacks=[*build_callbacks(cfg, path, steps, multi_worker=multi_worker), *callbacks],
+        callbacks=[*build_callbacks(cfg, path, steps, multi_worker=multi_worker, mosaic_until=mosaic_until,
+                                    progress=progress and chief), *callbacks],
         clip_norm=cfg.train.clip_norm, jit_compile=cfg.train.jit_compile,
         checkpoint_every_n_steps=cfg.train.checkpoint_every_n_steps,
         steps_per_execution=cfg.train.steps_per_execution,

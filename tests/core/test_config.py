@@ -36,6 +36,7 @@ BASE = "data:\n  classes: [a, b]\n"
     (BASE + "model:\n  anchors:\n    aspect_ratios: 1.0\n", "model.anchors.aspect_ratios", "expected list"),
     (BASE + "model:\n  box_scale_factors: [1, 2]\n", "model.box_scale_factors", "expected list of 4"),
     (BASE + "train: 5\n", "train", "expected a mapping"),
+    (BASE + "  augment:\n    mosaic_off_last: 1.0\n", "data.augment.mosaic_off_last", "must be in [0, 1)"),
     (BASE.replace("[a, b]", "[a, b]\n  source: coco_json"), "data.train_json",
      "required when data.source is coco_json"),
 ])

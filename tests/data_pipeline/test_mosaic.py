@@ -118,3 +118,20 @@ def test_resumed_stream_gets_the_same_mosaics(tmp_path):
     without = [b["images"].numpy() for b in make_dataset(plain, "train", True, epochs=Epochs(3)).take(6)]
     mixed = [not np.array_equal(a, b) for a, b in zip(full, without)]
     assert any(mixed[2:]), mixed     # the compared batches do hold mosaics
+
+
+def test_epochs_from_mosaic_until_on_have_no_mosaic(tmp_path):
+    """``Epochs.mosaic_until`` (data.augment.mosaic_off_last): epochs before it are mosaics,
+    later ones are exactly the pipeline without the mosaic (same images and augmentation)."""
+    from detector.data.pipeline import Epochs
+
+    args = [f"data.voc_root={MINI}", f"data.cache_dir={tmp_path}", "data.image_size=128",
+            "model.max_level=5", "train.batch_size=2", "data.augment.backend=tf"]
+    cfg = load_config("raccoon", [*args, "data.augment.mosaic=1.0"])
+    plain = load_config("raccoon", [*args, "data.augment.mosaic=0"])
+    until = tf.Variable(1, dtype=tf.int64)
+    switched = [b["images"].numpy() for b in make_dataset(cfg, "train", True, epochs=Epochs(2, mosaic_until=until))
+                .take(6)]
+    without = [b["images"].numpy() for b in make_dataset(plain, "train", True, epochs=Epochs(2)).take(6)]
+    same = [np.array_equal(a, b) for a, b in zip(switched, without)]
+    assert same == [False, False, True, True, True, True], same

@@ -128,3 +128,17 @@ def test_coco_json_class_subset_keeps_original_category_ids(tmp_path):
     assert gt["categories"] == [{"id": 90, "name": "toothbrush"}]
     assert {a["category_id"] for a in gt["annotations"]} == {90} and len(gt["annotations"]) == 2
     assert len(gt["images"]) == 2      # images without a toothbrush stay (negatives)
+
+
+def test_training_turns_the_mosaic_off_for_the_last_share(tmp_path, capsys):
+    """data.augment.mosaic_off_last through train(): 2 epochs of 2 steps, the last half plain."""
+    from detector.training.detector_task import train
+
+    cfg = load_config("raccoon", [f"data.voc_root={MINI}", f"data.cache_dir={tmp_path}", *TINY, "train.epochs=2",
+                                  "data.augment.mosaic=1.0", "data.augment.mosaic_off_last=0.5",
+                                  "eval.every_epochs=2", f"run_root={tmp_path / 'runs'}"])
+    outcome = train(cfg, run_dir=tmp_path / "run", progress=True)
+    assert outcome.result.epochs_done == 2
+    err = capsys.readouterr().err
+    assert "epoch 2: no mosaic from here on, the last 2 steps (data.augment.mosaic_off_last: 0.5)" in err, err
+    assert "epoch 1: no mosaic" not in err
