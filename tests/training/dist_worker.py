@@ -50,11 +50,11 @@ def union():
 
     seen = []
 
-    def with_ids(cfg):
+    def with_ids(cfg, mosaic_until=None):
         # sharded_train_dataset_fn, but keeping each image's id so that the step can report it
         def fn(start_epoch, skip, steps, ctx):
             full = make_dataset(cfg, "train", training=True, input_context=ctx,
-                                epochs=Epochs(steps, start_epoch, skip))
+                                epochs=Epochs(steps, start_epoch, skip, mosaic_until))
             return full.map(lambda b: {"images": b["images"], "targets": b["targets"],
                                        "ids": tf.cast(b["gt"]["image_id"], tf.int32)})
 
