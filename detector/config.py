@@ -67,6 +67,11 @@ class AugmentConfig:
     mosaic_window: tuple[float, float] = (1.0, 2.0)  # mosaic: side of the window cut from the 2x2 tiling / image_size
     mosaic_off_last: float = 0.0  # last share of the (time-fitted) schedule trained without the mosaic
 
+    @property
+    def mosaic_on(self) -> bool:
+        """Whether training images are mixed into mosaics (the mosaic needs an augmenting backend)."""
+        return self.mosaic > 0 and self.backend != "none"
+
 
 @dataclass(frozen=True)
 class DataConfig:

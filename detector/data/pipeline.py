@@ -241,7 +241,7 @@ def _training_stream(cfg: Config, one_pass, fill, process, epochs: Epochs | None
     d = cfg.data
     a = d.augment
     mix = None
-    if a.mosaic > 0 and a.backend != "none":
+    if a.mosaic_on:
         def mix(e, on):
             return mosaic_batch(e, a.mosaic * on, a.mosaic_window, a.min_visibility, a.rescale_depth)
     # data.seed null: a fresh seed per pipeline (not reproducible), used as a seed would be

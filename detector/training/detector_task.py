@@ -215,7 +215,7 @@ def mosaic_switch(cfg: Config) -> tf.Variable | None:
     ``data.augment.mosaic_off_last`` is set (and the mosaic is on), else None.  Create it
     outside ``strategy.scope()``: it belongs to the input pipeline, on the host."""
     a = cfg.data.augment
-    if a.mosaic > 0 and a.backend != "none" and a.mosaic_off_last > 0:
+    if a.mosaic_on and a.mosaic_off_last > 0:
         return tf.Variable(cfg.train.epochs, dtype=tf.int64, trainable=False, name="mosaic_until")
     return None
 
