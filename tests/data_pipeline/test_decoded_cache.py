@@ -14,7 +14,8 @@ from detector.data.decoded_cache import cache_max_side, decode_for_cache, shrink
 from detector.data.sources import load_records, source_dataset
 
 MINI = Path(__file__).resolve().parents[1] / "data" / "raccoon_mini"
-TINY = ["data.image_size=128", "model.max_level=5", "train.batch_size=2", "data.shuffle_buffer=0",
+TINY = ["data.image_size=128", "eval.test_scales=[1.0,1.5]",
+        "model.max_level=5", "train.batch_size=2", "data.shuffle_buffer=0",
         "train.time_limit_minutes=null"]
 
 

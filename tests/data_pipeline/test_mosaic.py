@@ -18,6 +18,12 @@ BOXES = [[8, 10, 40, 50], [20, 4, 60, 36], [0, 0, 64, 32], None]
 MINI = Path(__file__).resolve().parents[1] / "data" / "raccoon_mini"
 
 
+def _small(tmp_path) -> list[str]:
+    """raccoon.yaml overrides: the vendored photos at 128 px (a second test scale valid at 128)."""
+    return [f"data.voc_root={MINI}", f"data.cache_dir={tmp_path}", "data.image_size=128",
+            "eval.test_scales=[1.0,1.5]"]
+
+
 def _group(seed=5):
     img = np.zeros((4, S, S, 3), np.uint8)
     boxes = np.zeros((4, M, 4), np.float32)
@@ -88,7 +94,7 @@ def test_mosaic_probability_zero_changes_nothing():
 
 @pytest.mark.parametrize("backend", ["albumentations", "tf"])
 def test_training_pipeline_with_mosaic_is_reproducible(tmp_path, backend):
-    cfg = load_config("raccoon", [f"data.voc_root={MINI}", f"data.cache_dir={tmp_path}", "data.image_size=128",
+    cfg = load_config("raccoon", [*_small(tmp_path),
                                   "model.max_level=5", "train.batch_size=4", f"data.augment.backend={backend}",
                                   "data.augment.mosaic=1.0", "data.cache_images=decoded"])
     a = [b["gt"]["boxes"].numpy() for b in make_dataset(cfg, "train", True).take(2)]
@@ -106,14 +112,14 @@ def test_resumed_stream_gets_the_same_mosaics(tmp_path):
     mid-epoch (records skipped, never decoded) continues with the same mosaic batches."""
     from detector.data.pipeline import Epochs
 
-    cfg = load_config("raccoon", [f"data.voc_root={MINI}", f"data.cache_dir={tmp_path}", "data.image_size=128",
+    cfg = load_config("raccoon", [*_small(tmp_path),
                                   "model.max_level=5", "train.batch_size=2", "data.augment.mosaic=0.5"])
     full = [b["images"].numpy() for b in make_dataset(cfg, "train", True, epochs=Epochs(3)).take(6)]
     resumed = [b["images"].numpy() for b in make_dataset(cfg, "train", True, epochs=Epochs(3, start=0, skip_steps=2))
                .take(4)]
     for a, b in zip(full[2:], resumed):
         np.testing.assert_array_equal(a, b)
-    plain = load_config("raccoon", [f"data.voc_root={MINI}", f"data.cache_dir={tmp_path}", "data.image_size=128",
+    plain = load_config("raccoon", [*_small(tmp_path),
                                     "model.max_level=5", "train.batch_size=2", "data.augment.mosaic=0"])
     without = [b["images"].numpy() for b in make_dataset(plain, "train", True, epochs=Epochs(3)).take(6)]
     mixed = [not np.array_equal(a, b) for a, b in zip(full, without)]
@@ -125,7 +131,7 @@ def test_epochs_from_mosaic_until_on_have_no_mosaic(tmp_path):
     later ones are exactly the pipeline without the mosaic (same images and augmentation)."""
     from detector.data.pipeline import Epochs
 
-    args = [f"data.voc_root={MINI}", f"data.cache_dir={tmp_path}", "data.image_size=128",
+    args = [*_small(tmp_path),
             "model.max_level=5", "train.batch_size=2", "data.augment.backend=tf"]
     cfg = load_config("raccoon", [*args, "data.augment.mosaic=1.0"])
     plain = load_config("raccoon", [*args, "data.augment.mosaic=0"])
