@@ -1,6 +1,5 @@
 """``data.cache_images: decoded``: pixels decoded once (EXIF applied), shrunk, boxes following them."""
 
-from pathlib import Path
 
 import cv2
 import numpy as np
@@ -12,10 +11,9 @@ from detector.config import load_config
 from detector.data import PipelineStats, make_dataset
 from detector.data.decoded_cache import cache_max_side, decode_for_cache, shrink
 from detector.data.sources import load_records, source_dataset
+from tests.raccoon_mini import AT_128, MINI
 
-MINI = Path(__file__).resolve().parents[1] / "data" / "raccoon_mini"
-TINY = ["data.image_size=128", "eval.test_scales=[1.0,1.5]",
-        "model.max_level=5", "train.batch_size=2", "data.shuffle_buffer=0",
+TINY = [*AT_128, "model.max_level=5", "train.batch_size=2", "data.shuffle_buffer=0",
         "train.time_limit_minutes=null"]
 
 

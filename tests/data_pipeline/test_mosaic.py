@@ -1,6 +1,5 @@
 """Batch mosaic: boxes must cover exactly the pixels of their object after tiling, cutting and resizing."""
 
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -10,18 +9,17 @@ from datapipe_helpers import colour_extent
 from detector.config import load_config
 from detector.data import make_dataset
 from detector.data.mosaic import mosaic_batch
+from tests.raccoon_mini import AT_128, MINI
 
 S, M = 64, 3
 # Element k holds one solid square of colour COLOURS[k] at BOXES[k] (yxyx), element 3 none.
 COLOURS = [(255, 0, 0), (0, 255, 0), (0, 0, 255), (255, 255, 0)]
 BOXES = [[8, 10, 40, 50], [20, 4, 60, 36], [0, 0, 64, 32], None]
-MINI = Path(__file__).resolve().parents[1] / "data" / "raccoon_mini"
 
 
 def _small(tmp_path) -> list[str]:
-    """raccoon.yaml overrides: the vendored photos at 128 px (a second test scale valid at 128)."""
-    return [f"data.voc_root={MINI}", f"data.cache_dir={tmp_path}", "data.image_size=128",
-            "eval.test_scales=[1.0,1.5]"]
+    """raccoon.yaml overrides: the vendored photos at 128 px."""
+    return [f"data.voc_root={MINI}", f"data.cache_dir={tmp_path}", *AT_128]
 
 
 def _group(seed=5):

@@ -16,8 +16,7 @@ import shutil
 from pathlib import Path
 
 from detector.data.coco_categories import COCO_CATEGORIES
-
-RACCOON_MINI = Path(__file__).resolve().parents[1] / "data" / "raccoon_mini"
+from tests.raccoon_mini import MINI
 
 # (split folder, image stems) and each image's boxes: (category id, [x, y, w, h])
 SPLITS = {
@@ -29,7 +28,7 @@ SPLITS = {
 def _voc_box(stem: str) -> tuple[list[float], int, int]:
     import xml.etree.ElementTree as ET
 
-    root = ET.parse(RACCOON_MINI / "Annotations" / f"{stem}.xml").getroot()
+    root = ET.parse(MINI / "Annotations" / f"{stem}.xml").getroot()
     b = root.find("object/bndbox")
     x0, y0, x1, y1 = (float(b.findtext(t)) for t in ("xmin", "ymin", "xmax", "ymax"))
     w, h = int(root.findtext("size/width")), int(root.findtext("size/height"))
@@ -73,7 +72,7 @@ def write_download_dir(download_dir: Path, builder) -> dict:
         folder = extracted[f"{split}.zip"] / split
         folder.mkdir(parents=True, exist_ok=True)
         for k, stem in enumerate(stems):
-            shutil.copy(RACCOON_MINI / "JPEGImages" / f"{stem}.jpg", folder / f"{first_id[split] + k:012d}.jpg")
+            shutil.copy(MINI / "JPEGImages" / f"{stem}.jpg", folder / f"{first_id[split] + k:012d}.jpg")
     ann_dir = extracted["annotations_trainval2017.zip"] / "annotations"
     ann_dir.mkdir(parents=True, exist_ok=True)
     val = instances("val2017", first_id["val2017"])
@@ -81,7 +80,7 @@ def write_download_dir(download_dir: Path, builder) -> dict:
     (ann_dir / "instances_val2017.json").write_text(json.dumps(val))
     test_images = extracted["test2017.zip"] / "test2017"
     test_images.mkdir(parents=True, exist_ok=True)
-    shutil.copy(RACCOON_MINI / "JPEGImages" / "raccoon-39.jpg", test_images / "000000000300.jpg")
+    shutil.copy(MINI / "JPEGImages" / "raccoon-39.jpg", test_images / "000000000300.jpg")
     info_dir = extracted["image_info_test2017.zip"] / "annotations"
     info_dir.mkdir(parents=True, exist_ok=True)
     (info_dir / "image_info_test2017.json").write_text(json.dumps({

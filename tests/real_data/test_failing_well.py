@@ -6,9 +6,8 @@ import pytest
 
 from detector.config import load_config
 from detector.errors import UserError
+from tests.raccoon_mini import MINI
 from tests.tools.tool_runner import run_in_process
-
-MINI = Path(__file__).resolve().parents[1] / "data" / "raccoon_mini"
 
 
 @pytest.mark.parametrize("extra", [[], ["--set", "train.steps_per_epoch=5"]])

@@ -20,11 +20,10 @@ from detector.data import dataset_info, make_dataset
 from detector.data.sources import load_records
 from detector.evaluation import reference
 from detector.evaluation.params import STAT_NAMES
+from tests.raccoon_mini import AT_128, MINI
 from tests.tools.tool_runner import run_in_process
 
-MINI = Path(__file__).resolve().parents[1] / "data" / "raccoon_mini"
-TINY = ["data.image_size=128", "eval.test_scales=[1.0,1.5]",
-        "model.backbone.width=8", "model.max_level=5", "model.fpn_channels=16",
+TINY = [*AT_128, "model.backbone.width=8", "model.max_level=5", "model.fpn_channels=16",
         "model.head_convs=1", "model.head_channels=16", "train.epochs=1", "train.steps_per_epoch=2",
         "train.batch_size=2", "train.warmup_steps=1", "train.time_limit_minutes=null", "eval.batch_size=2",
         "eval.every_epochs=1", "eval.score_threshold=0.0"]
