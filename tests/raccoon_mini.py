@@ -5,6 +5,6 @@ from pathlib import Path
 
 MINI = Path(__file__).resolve().parent / "data" / "raccoon_mini"
 
-# raccoon.yaml at 128 px: its second test scale, 1.4, would give a 179 px side, which is not a
-# multiple of the stride (the config rejects it); 1.5 gives 192.
+# raccoon.yaml at 128 px; its second test scale is pinned to 1.5 (a 192 px side): a test side
+# must be a multiple of the largest stride, and the config rejects others (1.4 would give 179).
 AT_128 = ["data.image_size=128", "eval.test_scales=[1.0,1.5]"]
