@@ -90,6 +90,24 @@ def test_mosaic_probability_zero_changes_nothing():
         np.testing.assert_array_equal(out[k].numpy(), e[k].numpy())
 
 
+def test_mosaic_only_touches_the_outputs_it_mixes():
+    """At probability 0.5 each output is either its input, untouched, or the mosaic that
+    probability 1 makes from the same seed (the pixels are computed for mixed outputs only)."""
+    kinds = set()
+    for seed in range(8):
+        e = _group(seed)
+        given = {k: v.numpy() for k, v in e.items()}
+        half = {k: v.numpy() for k, v in mosaic_batch(e, 0.5, (1.0, 2.0), 0.3, True).items()}
+        every = {k: v.numpy() for k, v in mosaic_batch(e, 1.0, (1.0, 2.0), 0.3, True).items()}
+        for i in range(4):
+            same = np.array_equal(half["image"][i], given["image"][i])
+            ref = given if same else every
+            for k in half:
+                np.testing.assert_array_equal(half[k][i], ref[k][i], err_msg=f"seed {seed} output {i} {k}")
+            kinds.add(same)
+    assert kinds == {True, False}
+
+
 @pytest.mark.parametrize("backend", ["albumentations", "tf"])
 def test_training_pipeline_with_mosaic_is_reproducible(tmp_path, backend):
     cfg = load_config("raccoon", [*_small(tmp_path),
