@@ -14,7 +14,7 @@ is, with probability ``augment.mosaic``, a mosaic of elements ``i, i+1, i+2, i+3
    their area are dropped; the first ``data.max_boxes`` kept (quadrant order) are kept.
 
 Each image of the group appears in up to four outputs (at different places and sizes), so
-the mosaic costs one resize per output and no extra decoding or augmentation.  The
+the mosaic costs one resize per mosaic output and no extra decoding or augmentation.  The
 randomness is drawn from the group's first element's seed (``aug_seed``), so a seeded
 stream stays reproducible.
 
