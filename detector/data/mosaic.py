@@ -57,28 +57,27 @@ def mosaic_batch(e: dict, probability: float, window: tuple[float, float], min_v
     lo, hi = tf.maximum(0.0, s - side), tf.minimum(float(s), 2.0 * s - side)
     y0, x0 = lo + u[:, 2] * (hi - lo), lo + u[:, 3] * (hi - lo)
 
-    def quad(x, k):   # element (i + k) mod B of every i
-        return tf.roll(x, -k, axis=0)
-
-    # Pixels only for the outputs that become mosaics (about half the time of tiling and
-    # resizing all B): their canvases [N, 2S, 2S, 3], cut and resized, scattered back.
+    # Only the outputs that become mosaics are computed (their pixels are most of the cost),
+    # then scattered over the group; the others keep their element as it is.
     mixed = tf.cast(tf.where(use)[:, 0], tf.int32)                                       # [N]
+    y0, x0, side = (tf.gather(v, mixed) for v in (y0, x0, side))                          # [N]
 
-    def tile(q):   # element (i + q) mod B of every mosaic output i
-        return tf.gather(img, (mixed + q) % b)
+    def tile(x, q):   # element (i + q) mod B of every mosaic output i
+        return tf.gather(x, (mixed + q) % b)
 
-    canvas = tf.concat([tf.concat([tile(0), tile(1)], 2), tf.concat([tile(2), tile(3)], 2)], 1)
-    windows = tf.gather(mosaic_window(y0, x0, side, 2 * s, s), mixed)
-    pixels = tf.image.crop_and_resize(canvas, windows, tf.range(tf.size(mixed)), [s, s])  # uint8 in, float32 out
+    canvas = tf.concat([tf.concat([tile(img, 0), tile(img, 1)], 2),
+                        tf.concat([tile(img, 2), tile(img, 3)], 2)], 1)                  # [N, 2S, 2S, 3]
+    pixels = tf.image.crop_and_resize(canvas, mosaic_window(y0, x0, side, 2 * s, s),   # uint8 in, float32 out
+                                      tf.range(tf.size(mixed)), [s, s])
     pixels = tf.cast(tf.clip_by_value(tf.round(pixels), 0.0, 255.0), tf.uint8)
 
-    # Boxes of the four quadrants: [B, 4M, 4] canvas px, and which are real.
+    # Boxes of the four quadrants: [N, 4M, 4] canvas px, and which are real.
     slots = tf.range(m)[None]
-    fields = {k: tf.concat([quad(e[k], q) for q in range(4)], 1) for k in _BOX_FIELDS}
+    fields = {k: tf.concat([tile(e[k], q) for q in range(4)], 1) for k in _BOX_FIELDS}
     offsets = tf.constant([[0, 0], [0, s], [s, 0], [s, s]], tf.float32)                 # (dy, dx)
     shift = tf.repeat(tf.tile(offsets, [1, 2]), m, axis=0)[None]                          # [1, 4M, 4]
-    valid = tf.concat([slots < quad(e["num_boxes"], q)[:, None] for q in range(4)], 1)  # [B, 4M]
-    zoom = s / side                                                                       # [B]
+    valid = tf.concat([slots < tile(e["num_boxes"], q)[:, None] for q in range(4)], 1)  # [N, 4M]
+    zoom = s / side                                                                       # [N]
     corner = tf.stack([y0, x0, y0, x0], 1)[:, None]
     raw = (fields["boxes"] + shift - corner) * zoom[:, None, None]
     clipped = tf.clip_by_value(raw, 0.0, float(s))
@@ -91,17 +90,16 @@ def mosaic_batch(e: dict, probability: float, window: tuple[float, float], min_v
         d = fields["depth"]
         fields["depth"] = tf.where(d > 0, d / zoom[:, None], d)
 
-    # The first M kept boxes of each output, padded.
+    # The first M kept boxes of each mosaic, padded; scattered over the group.
     order = tf.argsort(tf.cast(tf.logical_not(keep), tf.int32), axis=1, stable=True)[:, :m]
     num = tf.minimum(tf.reduce_sum(tf.cast(keep, tf.int32), 1), m)
     present = slots < num[:, None]
+    at = mixed[:, None]
     out = dict(e)
     for k, pad in _BOX_FIELDS.items():
         g = tf.gather(fields[k], order, batch_dims=1)
         mask = present[..., None] if g.shape.rank == 3 else present
-        g = tf.where(mask, g, tf.cast(pad, g.dtype))
-        sel = use[:, None, None] if g.shape.rank == 3 else use[:, None]
-        out[k] = tf.where(sel, g, e[k])
-    out["image"] = tf.tensor_scatter_nd_update(img, mixed[:, None], pixels)
-    out["num_boxes"] = tf.where(use, num, e["num_boxes"])
+        out[k] = tf.tensor_scatter_nd_update(e[k], at, tf.where(mask, g, tf.cast(pad, g.dtype)))
+    out["image"] = tf.tensor_scatter_nd_update(img, at, pixels)
+    out["num_boxes"] = tf.tensor_scatter_nd_update(e["num_boxes"], at, num)
     return out
