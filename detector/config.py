@@ -137,6 +137,7 @@ class ModelConfig:
     separable: bool = True                     # depthwise-separable convs in FPN and heads
     activation: Literal["relu", "swish"] = "relu"  # activation in backbone, FPN and heads
     depth_head: Literal["box_tower", "own_tower"] = "box_tower"   # depth predictor's tower
+    head_norm: Literal["batch", "group"] = "batch"  # head towers: BatchNorm, or GroupNorm (gcd(16, channels) groups)
     depth_prior: float = 10.0                  # metres; depth predictor bias = log(depth_prior)
     depth_per_class: bool = False  # log-depth per anchor and class: the shared prediction + a learned offset per class
     sync_batchnorm: bool = False  # BatchNorm statistics over the global batch (all replicas) instead of per replica

@@ -73,7 +73,7 @@ class Detector(keras.Model):
         num_levels = m.max_level - m.min_level + 1
         num_anchors = anchor_lib.num_anchors_per_location(m)
         tower = dict(num_levels=num_levels, num_convs=m.head_convs, channels=m.head_channels,
-                     separable=m.separable, activation=m.activation)
+                     separable=m.separable, activation=m.activation, norm=m.head_norm)
 
         with synchronized_batchnorm(m.sync_batchnorm):   # BN statistics over all replicas
             self.backbone, backbone_levels = build_backbone(m.backbone, self.image_size, m.min_level, m.max_level,

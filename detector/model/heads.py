@@ -1,8 +1,11 @@
 """RetinaNet-style prediction subnets shared across pyramid levels.
 
-A :class:`HeadTower` is ``num_convs x (3x3 conv -> BN -> act)``; the conv weights are
-shared by all levels while each level has its own BN (as in EfficientDet: levels
-have different activation statistics, so one BN would see a mixture).  An
+A :class:`HeadTower` is ``num_convs x (3x3 conv -> norm -> act)``; the conv weights are
+shared by all levels while each level has its own norm layer (as in EfficientDet: levels
+have different activation statistics, so one BN would see a mixture).  The norm is
+BatchNorm, or with ``norm="group"`` (``model.head_norm``) GroupNorm over ``gcd(16,
+channels)`` groups of each image's channels: no batch statistics, so training and
+inference normalise alike (RetinaNet's and FCOS' heads use GroupNorm).  An
 :class:`AnchorPredictor` is a shared 3x3 conv producing ``A*K`` channels per
 location, reshaped ``[B, H, W, A*K] -> [B, H*W*A, K]`` and concatenated over
 levels, which is exactly the anchor order of :mod:`detector.targets.anchors` (levels
@@ -10,6 +13,8 @@ ascending, locations row-major, ``scale_idx * len(ratios) + ratio_idx`` innermos
 """
 
 from __future__ import annotations
+
+import math
 
 import keras
 
@@ -19,18 +24,24 @@ from detector.model.norm import FusedBatchNorm
 
 @keras.saving.register_keras_serializable(package="detector")
 class HeadTower(keras.layers.Layer):
-    """``call([F_l per level]) -> [G_l per level]`` with ``channels`` channels each."""
+    """``call([F_l per level]) -> [G_l per level]`` with ``channels`` channels each;
+    ``norm``: ``"batch"`` or ``"group"``."""
 
     def __init__(self, num_levels: int, num_convs: int = 2, channels: int = 64, separable: bool = True,
-                 activation: str = "relu", **kwargs):
+                 activation: str = "relu", norm: str = "batch", **kwargs):
         super().__init__(**kwargs)
         self.num_levels, self.num_convs, self.channels = int(num_levels), int(num_convs), int(channels)
-        self.separable, self.activation = bool(separable), activation
+        self.separable, self.activation, self.norm = bool(separable), activation, str(norm)
         self._act = keras.activations.get(activation)
         self.convs = [make_conv(channels, separable, f"conv{i}") for i in range(num_convs)]
         # Flat list, index i * num_levels + j (conv i, level j).
-        self.norms = [FusedBatchNorm(name=f"bn{i}_level{j}")
-                      for i in range(num_convs) for j in range(num_levels)]
+        if self.norm == "group":
+            groups = math.gcd(16, self.channels)
+            self.norms = [keras.layers.GroupNormalization(groups=groups, name=f"gn{i}_level{j}")
+                          for i in range(num_convs) for j in range(num_levels)]
+        else:
+            self.norms = [FusedBatchNorm(name=f"bn{i}_level{j}")
+                          for i in range(num_convs) for j in range(num_levels)]
 
     def call(self, features, training=None):
         outs = []
@@ -42,7 +53,8 @@ class HeadTower(keras.layers.Layer):
 
     def get_config(self):
         return {**super().get_config(), "num_levels": self.num_levels, "num_convs": self.num_convs,
-                "channels": self.channels, "separable": self.separable, "activation": self.activation}
+                "channels": self.channels, "separable": self.separable, "activation": self.activation,
+                "norm": self.norm}
 
 
 @keras.saving.register_keras_serializable(package="detector")

@@ -107,7 +107,7 @@ def test_predictor_flattening_follows_anchor_order():
 
 
 def test_config_round_trip_and_keras_file(tmp_path):
-    cfg = _cfg(64, {"depth_head": "own_tower"}, {"weighting": "uncertainty", "huber_delta": 0.5})
+    cfg = _cfg(64, {"depth_head": "own_tower", "head_norm": "group"}, {"weighting": "uncertainty", "huber_delta": 0.5})
     model = build_detector(cfg)
     model.task_uncertainty.log_variance.assign([0.1, 0.2, 0.3])
     clone = Detector.from_config(model.get_config())
@@ -121,6 +121,28 @@ def test_config_round_trip_and_keras_file(tmp_path):
     for k, v in model(x).items():
         np.testing.assert_allclose(loaded(x)[k].numpy(), v.numpy(), atol=1e-6)
     np.testing.assert_allclose(loaded.task_uncertainty.log_variance.numpy(), [0.1, 0.2, 0.3])
+
+
+def test_group_norm_head_normalises_each_group_of_each_image():
+    """``model.head_norm: group``: every tower norm is a GroupNormalization of gcd(16, channels)
+    groups, so (gamma 1, beta 0 at the start) each image's group of channels has mean 0 and
+    variance 1 over its locations, and training mode changes nothing (no batch statistics)."""
+    model = build_detector(_cfg(128, {"head_norm": "group", "head_channels": 24}))
+    towers = [model.cls_tower, model.box_tower]
+    assert all(isinstance(n, keras.layers.GroupNormalization) and n.groups == 8 for t in towers for n in t.norms)
+    assert not [w for t in towers for w in t.weights if "moving" in w.path]
+    tower = type(model.cls_tower)(num_levels=2, num_convs=1, channels=32, separable=False, activation="linear",
+                                  norm="group")
+    rng = np.random.default_rng(0)
+    feats = [rng.normal(3.0, 2.0, (2, 8, 8, 16)).astype(np.float32),
+             rng.normal(-1.0, 5.0, (2, 4, 4, 16)).astype(np.float32)]
+    inference = tower(feats, training=False)
+    for y, y_train in zip(inference, tower(feats, training=True)):
+        np.testing.assert_allclose(y_train.numpy(), y.numpy(), atol=1e-6)
+        b, h, w, c = y.shape
+        groups = y.numpy().reshape(b, h * w, 16, c // 16)   # 16 groups of 2 channels
+        np.testing.assert_allclose(groups.mean(axis=(1, 3)), 0.0, atol=1e-4)
+        np.testing.assert_allclose(groups.var(axis=(1, 3)), 1.0, atol=1e-2)
 
 
 def test_from_config_never_downloads_weights():
