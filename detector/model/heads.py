@@ -5,7 +5,7 @@ shared by all levels while each level has its own norm layer (as in EfficientDet
 have different activation statistics, so one BN would see a mixture).  The norm is
 BatchNorm, or with ``norm="group"`` (``model.head_norm``) GroupNorm over ``gcd(16,
 channels)`` groups of each image's channels: no batch statistics, so training and
-inference normalise alike (RetinaNet's and FCOS' heads use GroupNorm).  An
+inference normalise alike (as in FCOS' heads).  An
 :class:`AnchorPredictor` is a shared 3x3 conv producing ``A*K`` channels per
 location, reshaped ``[B, H, W, A*K] -> [B, H*W*A, K]`` and concatenated over
 levels, which is exactly the anchor order of :mod:`detector.targets.anchors` (levels

@@ -7,7 +7,7 @@ import tensorflow as tf
 
 from detector.config import from_dict, to_dict
 from detector.errors import UserError
-from detector.model import AnchorPredictor, Detector, build_detector
+from detector.model import AnchorPredictor, Detector, HeadTower, build_detector
 from detector.targets.anchors import anchors_for_config, generate_anchors
 
 TINY = {"backbone": {"width": 8}, "fpn_channels": 16, "head_channels": 16}
@@ -131,8 +131,7 @@ def test_group_norm_head_normalises_each_group_of_each_image():
     towers = [model.cls_tower, model.box_tower]
     assert all(isinstance(n, keras.layers.GroupNormalization) and n.groups == 8 for t in towers for n in t.norms)
     assert not [w for t in towers for w in t.weights if "moving" in w.path]
-    tower = type(model.cls_tower)(num_levels=2, num_convs=1, channels=32, separable=False, activation="linear",
-                                  norm="group")
+    tower = HeadTower(num_levels=2, num_convs=1, channels=32, separable=False, activation="linear", norm="group")
     rng = np.random.default_rng(0)
     feats = [rng.normal(3.0, 2.0, (2, 8, 8, 16)).astype(np.float32),
              rng.normal(-1.0, 5.0, (2, 4, 4, 16)).astype(np.float32)]
