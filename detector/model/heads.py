@@ -34,14 +34,13 @@ class HeadTower(keras.layers.Layer):
         self.separable, self.activation, self.norm = bool(separable), activation, str(norm)
         self._act = keras.activations.get(activation)
         self.convs = [make_conv(channels, separable, f"conv{i}") for i in range(num_convs)]
-        # Flat list, index i * num_levels + j (conv i, level j).
         if self.norm == "group":
             groups = math.gcd(16, self.channels)
-            self.norms = [keras.layers.GroupNormalization(groups=groups, name=f"gn{i}_level{j}")
-                          for i in range(num_convs) for j in range(num_levels)]
+            make_norm = lambda name: keras.layers.GroupNormalization(groups=groups, name=f"gn{name}")  # noqa: E731
         else:
-            self.norms = [FusedBatchNorm(name=f"bn{i}_level{j}")
-                          for i in range(num_convs) for j in range(num_levels)]
+            make_norm = lambda name: FusedBatchNorm(name=f"bn{name}")  # noqa: E731
+        # Flat list, index i * num_levels + j (conv i, level j).
+        self.norms = [make_norm(f"{i}_level{j}") for i in range(num_convs) for j in range(num_levels)]
 
     def call(self, features, training=None):
         outs = []
