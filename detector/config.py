@@ -121,6 +121,8 @@ class BackboneConfig:
     alpha: float = 1.0                         # mobilenet_v2 width multiplier (imagenet: 0.35..1.4)
     blocks: tuple[int, int, int] = (2, 3, 2)   # small_cnn stride-1 blocks in stages 3, 4, 5
     stem_activation: Literal["relu", "swish"] | None = None  # small_cnn stem convs (strides 2, 4); null = activation
+    drop_block: float = 0.0  # small_cnn: DropBlock rate on the stage 4 and 5 outputs, training only (0 = off)
+    drop_block_size: int = 5  # small_cnn: side of a dropped DropBlock square, in feature-map cells
 
 
 @dataclass(frozen=True)
@@ -430,6 +432,8 @@ def _check(cfg: Config) -> None:
     need(m.depth_prior > 0, "model.depth_prior", "must be positive (metres)")
     need(m.backbone.alpha > 0, "model.backbone.alpha", "must be positive")
     need(all(b >= 0 for b in m.backbone.blocks), "model.backbone.blocks", "must be >= 0")
+    need(0 <= m.backbone.drop_block < 1, "model.backbone.drop_block", "must be in [0, 1)")
+    need(m.backbone.drop_block_size >= 1, "model.backbone.drop_block_size", "must be >= 1")
     need(0 < m.prior_probability < 1, "model.prior_probability", "must be in (0, 1)")
     need(all(f > 0 for f in m.box_scale_factors), "model.box_scale_factors", "must be positive")
     mt = cfg.matching

@@ -21,6 +21,7 @@ import os
 import keras
 
 from detector.errors import UserError
+from detector.model.dropblock import DropBlock2D
 from detector.model.norm import FusedBatchNorm
 
 BACKBONE_LEVELS = (2, 3, 4, 5)
@@ -86,7 +87,8 @@ def separable_block(x, filters: int, stride: int, activation: str, name: str):
 
 
 def small_cnn(inputs, width: int, activation: str, blocks=(2, 3, 2),
-              stem_activation: str | None = None) -> dict[int, object]:
+              stem_activation: str | None = None, drop_block: float = 0.0,
+              drop_block_size: int = 5) -> dict[int, object]:
     """Features ``{level: tensor}`` for levels 2..5 with ``w, 2w, 4w, 8w`` channels.
 
     Strides 2 and 4 use plain 3x3 convs with few channels (cheap and expressive at
@@ -94,7 +96,8 @@ def small_cnn(inputs, width: int, activation: str, blocks=(2, 3, 2),
     separable blocks: one strided block then ``blocks[i]`` stride-1 residual blocks.
     ``stem_activation`` (default ``activation``) is the two stem convs' activation: their
     outputs are the largest tensors of the network, so a cheap relu there saves most of
-    what swish costs elsewhere.
+    what swish costs elsewhere.  ``drop_block > 0``: a :class:`DropBlock2D` on the outputs
+    of stages 4 and 5 (training only; they feed the FPN and the next stage).
     """
     stem_activation = stem_activation or activation
     x = conv_bn_act(inputs, max(8, width // 2), 2, stem_activation, "stem1")      # stride 2
@@ -104,6 +107,8 @@ def small_cnn(inputs, width: int, activation: str, blocks=(2, 3, 2),
         x = separable_block(x, width * mult, 2, activation, f"stage{level}_0")
         for i in range(count):
             x = separable_block(x, width * mult, 1, activation, f"stage{level}_{i + 1}")
+        if drop_block > 0 and level >= 4:
+            x = DropBlock2D(drop_block, drop_block_size, name=f"stage{level}_dropblock")(x)
         feats[level] = x
     return feats
 
@@ -133,7 +138,8 @@ def build_backbone(backbone_cfg, image_size: int, min_level: int, max_level: int
             raise UserError("model.backbone.weights: small_cnn is trained from scratch and has no "
                             f"pretrained weights; set it to null (got {backbone_cfg.weights!r})")
         feats = small_cnn(x, backbone_cfg.width, activation, backbone_cfg.blocks,
-                          backbone_cfg.stem_activation)
+                          backbone_cfg.stem_activation, backbone_cfg.drop_block,
+                          backbone_cfg.drop_block_size)
     elif name in _APP_FEATURES:
         app = _application(name, backbone_cfg, image_size)
         if backbone_cfg.weights is None:
