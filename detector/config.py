@@ -434,6 +434,8 @@ def _check(cfg: Config) -> None:
     need(all(b >= 0 for b in m.backbone.blocks), "model.backbone.blocks", "must be >= 0")
     need(0 <= m.backbone.drop_block < 1, "model.backbone.drop_block", "must be in [0, 1)")
     need(m.backbone.drop_block_size >= 1, "model.backbone.drop_block_size", "must be >= 1")
+    need(m.backbone.drop_block == 0 or m.backbone.name == "small_cnn", "model.backbone.drop_block",
+         f"applies to the small_cnn backbone only; set it to 0 for {m.backbone.name}")
     need(0 < m.prior_probability < 1, "model.prior_probability", "must be in (0, 1)")
     need(all(f > 0 for f in m.box_scale_factors), "model.box_scale_factors", "must be positive")
     mt = cfg.matching

@@ -1,5 +1,5 @@
 """DropBlock2D: whole b x b blocks inside the map, the dropped share, the rescaling, identity at
-inference; the small_cnn option end to end (inference unchanged, saved and reloaded)."""
+inference; the small_cnn option end to end (inference unchanged, saved and reloaded, exported)."""
 
 import keras
 import numpy as np
@@ -87,7 +87,30 @@ def test_small_cnn_option_changes_training_only_and_is_saved(tmp_path):
                                model(x, training=False)["cls_logits"].numpy(), atol=1e-6)
 
 
-@pytest.mark.parametrize("key,value", [("drop_block", 1.0), ("drop_block", -0.1), ("drop_block_size", 0)])
-def test_config_rejects_bad_values(key, value):
+@pytest.mark.parametrize("backbone", [{"drop_block": 1.0}, {"drop_block": -0.1}, {"drop_block_size": 0},
+                                      {"name": "mobilenet_v2", "drop_block": 0.1}])
+def test_config_rejects_bad_values(backbone):
+    key = "drop_block_size" if "drop_block_size" in backbone else "drop_block"
     with pytest.raises(UserError, match=f"model.backbone.{key}"):
-        from_dict({"data": {"classes": ["a"]}, "model": {"backbone": {key: value}}})
+        from_dict({"data": {"classes": ["a"]}, "model": {"backbone": backbone}})
+
+
+def test_float_tflite_export_is_the_inference_model(tmp_path):
+    from detector.export.converter import convert_float
+    from detector.export.graph import write_saved_model
+    from detector.export.tflite_runner import TFLiteDetector
+
+    keras.utils.set_random_seed(0)
+    model_cfg = {"backbone": {"width": 8, "drop_block": 0.2, "drop_block_size": 3},
+                 "fpn_channels": 16, "head_channels": 16}
+    cfg = from_dict({"data": {"classes": ["a"], "image_size": 64}, "model": model_cfg})
+    model = build_detector(cfg)
+    path = tmp_path / "raw.tflite"
+    path.write_bytes(convert_float(write_saved_model(model, cfg, tmp_path / "sm", "none")))
+    runner = TFLiteDetector(path, metadata={})
+    x = np.random.default_rng(0).integers(0, 256, (2, 64, 64, 3)).astype(np.uint8)
+    ref = model(x.astype(np.float32), training=False)
+    for i in range(len(x)):
+        got = runner(x[i])
+        for k in ("cls_logits", "box"):
+            np.testing.assert_allclose(got[k], ref[k][i].numpy(), atol=1e-4, rtol=0, err_msg=k)
