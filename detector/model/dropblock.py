@@ -13,6 +13,7 @@ At inference (and in an exported model) the layer is the identity.
 from __future__ import annotations
 
 import keras
+import numpy as np
 
 
 @keras.saving.register_keras_serializable(package="detector")
@@ -47,11 +48,9 @@ class DropBlock2D(keras.layers.Layer):
         gamma = self.rate / (b * b) * (height * width) / ((height - b + 1) * (width - b + 1))
         # Centres only where the whole square fits (a stride-1 'same' max-pool window at
         # row i spans rows i - (b-1)//2 .. i + b//2), as in the paper.
-        rows = keras.ops.arange(height)
-        cols = keras.ops.arange(width)
-        valid_rows = (rows >= b // 2) & (rows <= height - 1 - (b - 1) // 2)
-        valid_cols = (cols >= b // 2) & (cols <= width - 1 - (b - 1) // 2)
-        valid = keras.ops.cast(valid_rows[:, None] & valid_cols[None, :], x.dtype)[None, :, :, None]
+        valid = np.zeros((1, height, width, 1), np.float32)
+        valid[:, b // 2:height - (b - 1) // 2, b // 2:width - (b - 1) // 2] = 1.0
+        valid = keras.ops.cast(valid, x.dtype)
         centres = keras.ops.cast(
             keras.random.uniform(keras.ops.shape(x), seed=self.seed_generator) < gamma, x.dtype) * valid
         dropped = keras.ops.max_pool(centres, pool_size=b, strides=1, padding="same")

@@ -60,15 +60,15 @@ def test_dropped_share_and_rescaling(size, block):
     assert y.mean() == pytest.approx(1.0, abs=1e-5)
 
 
-def _detector(drop_block):
+def _config(drop_block):
     model_cfg = {"backbone": {"width": 8, "drop_block": drop_block, "drop_block_size": 3},
                  "fpn_channels": 16, "head_channels": 16}
-    return build_detector(from_dict({"data": {"classes": ["a"], "image_size": 64}, "model": model_cfg}))
+    return from_dict({"data": {"classes": ["a"], "image_size": 64}, "model": model_cfg})
 
 
 def test_small_cnn_option_changes_training_only_and_is_saved(tmp_path):
     keras.utils.set_random_seed(0)
-    model, plain = _detector(0.2), _detector(0.0)
+    model, plain = build_detector(_config(0.2)), build_detector(_config(0.0))
     names = [layer.name for layer in model.backbone.layers if isinstance(layer, DropBlock2D)]
     assert names == ["stage4_dropblock", "stage5_dropblock"]
     assert not any(isinstance(layer, DropBlock2D) for layer in plain.backbone.layers)
@@ -87,10 +87,10 @@ def test_small_cnn_option_changes_training_only_and_is_saved(tmp_path):
                                model(x, training=False)["cls_logits"].numpy(), atol=1e-6)
 
 
-@pytest.mark.parametrize("backbone", [{"drop_block": 1.0}, {"drop_block": -0.1}, {"drop_block_size": 0},
-                                      {"name": "mobilenet_v2", "drop_block": 0.1}])
-def test_config_rejects_bad_values(backbone):
-    key = "drop_block_size" if "drop_block_size" in backbone else "drop_block"
+@pytest.mark.parametrize("backbone,key", [({"drop_block": 1.0}, "drop_block"), ({"drop_block": -0.1}, "drop_block"),
+                                          ({"drop_block_size": 0}, "drop_block_size"),
+                                          ({"name": "mobilenet_v2", "drop_block": 0.1}, "drop_block")])
+def test_config_rejects_bad_values(backbone, key):
     with pytest.raises(UserError, match=f"model.backbone.{key}"):
         from_dict({"data": {"classes": ["a"]}, "model": {"backbone": backbone}})
 
@@ -101,9 +101,7 @@ def test_float_tflite_export_is_the_inference_model(tmp_path):
     from detector.export.tflite_runner import TFLiteDetector
 
     keras.utils.set_random_seed(0)
-    model_cfg = {"backbone": {"width": 8, "drop_block": 0.2, "drop_block_size": 3},
-                 "fpn_channels": 16, "head_channels": 16}
-    cfg = from_dict({"data": {"classes": ["a"], "image_size": 64}, "model": model_cfg})
+    cfg = _config(0.2)
     model = build_detector(cfg)
     path = tmp_path / "raw.tflite"
     path.write_bytes(convert_float(write_saved_model(model, cfg, tmp_path / "sm", "none")))
